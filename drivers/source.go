@@ -1,0 +1,96 @@
+// Package drivers holds the frame sources of kvscamd: the camera (V4L2), a
+// replayed Annex-B file and the stdout of a child process. Every source
+// delivers H.264 access units as Frame values and never waits for the rest
+// of the pipeline: when the consumer falls behind, frames are dropped and
+// counted, because a stalled capture loop loses far more than one frame.
+package drivers
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// Frame is one H.264 access unit as captured.
+//
+// Ownership: the NALU slices belong to the receiver once the frame has been
+// sent; a driver never reuses their backing memory. Drivers that replay a
+// file may alias one immutable buffer, which is why receivers must not write
+// into them either.
+type Frame struct {
+	// NALUs are the access unit's NAL units without start codes or length
+	// prefixes, in stream order (AUD, SPS, PPS, SEI, slices).
+	NALUs [][]byte
+	// Time is the capture instant on the wall clock. Drivers derive it from
+	// a monotonic timestamp (V4L2 buffers carry CLOCK_MONOTONIC) so that a
+	// step of the system clock cannot reorder frames.
+	Time time.Time
+	// Mono is the capture instant on the monotonic clock, as the kernel or
+	// driver reported it; zero when the source has none.
+	Mono time.Duration
+	// Key is true when the access unit holds an IDR picture. It is set from
+	// the NAL unit types, not from driver flags, which are unreliable.
+	Key bool
+	// Seq numbers frames from 0 within one Run; a gap means frames were
+	// lost before they reached the receiver.
+	Seq uint64
+}
+
+// Source is a frame source. Run captures until ctx is cancelled (which is
+// a normal stop and returns nil) or the source fails for good; frames are
+// offered to out without blocking.
+type Source interface {
+	Run(ctx context.Context, out chan<- Frame) error
+	// RequestKeyFrame asks the encoder for an IDR picture as soon as it can.
+	// Sources that cannot do that ignore the request.
+	RequestKeyFrame()
+	// Describe names the source for logs and status, e.g. "v4l2 /dev/video0".
+	Describe() string
+	// Stats returns the source's counters; safe to call at any time.
+	Stats() Stats
+}
+
+// Stats are the counters every source keeps.
+type Stats struct {
+	Frames  uint64 // frames delivered to the receiver
+	Dropped uint64 // frames dropped because the receiver was not ready
+	Bytes   uint64 // access-unit bytes delivered
+	Errors  uint64 // capture errors recovered from (device lost, child died)
+}
+
+// Counters is an embeddable, concurrency-safe implementation of the Stats
+// bookkeeping and of the non-blocking hand-off every driver needs.
+type Counters struct {
+	frames, dropped, bytes, errors atomic.Uint64
+}
+
+// Offer sends f to out if the receiver is ready and drops it otherwise,
+// counting either outcome. It reports whether the frame was delivered.
+func (c *Counters) Offer(out chan<- Frame, f Frame) bool {
+	select {
+	case out <- f:
+		c.frames.Add(1)
+		n := 0
+		for _, nalu := range f.NALUs {
+			n += len(nalu)
+		}
+		c.bytes.Add(uint64(n))
+		return true
+	default:
+		c.dropped.Add(1)
+		return false
+	}
+}
+
+// CountError records a recovered capture error.
+func (c *Counters) CountError() { c.errors.Add(1) }
+
+// Stats returns a snapshot of the counters.
+func (c *Counters) Stats() Stats {
+	return Stats{
+		Frames:  c.frames.Load(),
+		Dropped: c.dropped.Load(),
+		Bytes:   c.bytes.Load(),
+		Errors:  c.errors.Load(),
+	}
+}

@@ -1,0 +1,123 @@
+package fragmenter
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Fragment is one KVS fragment: a Matroska Cluster that starts with an IDR
+// picture, plus the stream header it needs. It is self-contained: writing
+// Header followed by Cluster (or, within one segment, further Clusters that
+// share the same Header) is a valid live Matroska stream, so a sender can
+// start a new PutMedia connection at any fragment.
+//
+// Ownership: a Fragment's byte slices belong to whoever received it. The
+// fragmenter never touches them again; fragments that share a codec
+// configuration share one immutable Header slice.
+type Fragment struct {
+	// Timecode is the cluster's absolute timecode in epoch milliseconds,
+	// which is the time of its first (key) frame.
+	Timecode int64
+	// Duration runs from the first frame to the end of the last frame.
+	Duration time.Duration
+	// Frames is the number of SimpleBlocks in Cluster.
+	Frames int
+	// Header is the EBML header, the unknown-size Segment start, Info and
+	// Tracks (with the AVCDecoderConfigurationRecord as CodecPrivate).
+	Header []byte
+	// Cluster is the Cluster element (unknown size) with its SimpleBlocks.
+	Cluster []byte
+}
+
+// Time returns the fragment's start as a time.Time.
+func (f *Fragment) Time() time.Time { return time.UnixMilli(f.Timecode) }
+
+// End returns the instant the fragment's last frame ends.
+func (f *Fragment) End() time.Time { return f.Time().Add(f.Duration) }
+
+// Size is the number of bytes the fragment adds to a stream whose header
+// has already been sent.
+func (f *Fragment) Size() int { return len(f.Cluster) }
+
+// Limits of the binary encoding; they bound what UnmarshalBinary will
+// accept from a damaged or hostile record.
+const (
+	// MaxHeaderSize bounds Header. A real header is a few hundred bytes;
+	// SPS/PPS are at most a few hundred bytes each.
+	MaxHeaderSize = 64 << 10
+	// MaxClusterSize is the KVS per-fragment limit (50 MB).
+	MaxClusterSize = 50_000_000
+)
+
+// fragmentMagic and fragmentVersion start every encoded fragment, so that a
+// record from another format or version is refused instead of misread.
+const (
+	fragmentMagic   = "KVSF"
+	fragmentVersion = 1
+	// magic, version, timecode, duration, frames, header len, cluster len
+	fragmentFixed = 4 + 1 + 8 + 8 + 4 + 4 + 4
+)
+
+// ErrBadFragment is wrapped by UnmarshalBinary errors.
+var ErrBadFragment = errors.New("fragment: bad encoding")
+
+// AppendBinary appends the fragment's binary encoding to b. The layout is a
+// fixed little-endian prefix followed by Header and Cluster; it carries no
+// checksum because the ring buffer checksums whole records.
+func (f *Fragment) AppendBinary(b []byte) ([]byte, error) {
+	if len(f.Header) > MaxHeaderSize {
+		return b, fmt.Errorf("fragment %d: header of %d bytes exceeds %d", f.Timecode, len(f.Header), MaxHeaderSize)
+	}
+	if len(f.Cluster) > MaxClusterSize {
+		return b, fmt.Errorf("fragment %d: cluster of %d bytes exceeds %d", f.Timecode, len(f.Cluster), MaxClusterSize)
+	}
+	b = append(b, fragmentMagic...)
+	b = append(b, fragmentVersion)
+	b = binary.LittleEndian.AppendUint64(b, uint64(f.Timecode))
+	b = binary.LittleEndian.AppendUint64(b, uint64(f.Duration))
+	b = binary.LittleEndian.AppendUint32(b, uint32(f.Frames))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(f.Header)))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(f.Cluster)))
+	b = append(b, f.Header...)
+	b = append(b, f.Cluster...)
+	return b, nil
+}
+
+// MarshalBinary encodes the fragment (see AppendBinary).
+func (f *Fragment) MarshalBinary() ([]byte, error) {
+	return f.AppendBinary(make([]byte, 0, fragmentFixed+len(f.Header)+len(f.Cluster)))
+}
+
+// UnmarshalBinary decodes a fragment. Header and Cluster alias b.
+func (f *Fragment) UnmarshalBinary(b []byte) error {
+	if len(b) < fragmentFixed || string(b[:4]) != fragmentMagic {
+		return fmt.Errorf("%w: missing %q prefix", ErrBadFragment, fragmentMagic)
+	}
+	if b[4] != fragmentVersion {
+		return fmt.Errorf("%w: version %d, want %d", ErrBadFragment, b[4], fragmentVersion)
+	}
+	tc := int64(binary.LittleEndian.Uint64(b[5:]))
+	dur := time.Duration(binary.LittleEndian.Uint64(b[13:]))
+	frames := binary.LittleEndian.Uint32(b[21:])
+	hl := binary.LittleEndian.Uint32(b[25:])
+	cl := binary.LittleEndian.Uint32(b[29:])
+	if hl > MaxHeaderSize || cl > MaxClusterSize {
+		return fmt.Errorf("%w: header %d / cluster %d bytes out of range", ErrBadFragment, hl, cl)
+	}
+	if uint64(len(b)-fragmentFixed) != uint64(hl)+uint64(cl) {
+		return fmt.Errorf("%w: %d payload bytes, header and cluster say %d", ErrBadFragment, len(b)-fragmentFixed, uint64(hl)+uint64(cl))
+	}
+	if dur < 0 || frames > MaxClusterSize {
+		return fmt.Errorf("%w: duration %v, %d frames", ErrBadFragment, dur, frames)
+	}
+	*f = Fragment{
+		Timecode: tc,
+		Duration: dur,
+		Frames:   int(frames),
+		Header:   b[fragmentFixed : fragmentFixed+hl : fragmentFixed+hl],
+		Cluster:  b[fragmentFixed+hl:],
+	}
+	return nil
+}
