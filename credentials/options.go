@@ -1,0 +1,52 @@
+package credentials
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// DialFunc opens a network connection, like net.Dialer.DialContext.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// Option adjusts how providers talk to the network and the clock; tests
+// use them, the daemon normally passes only WithLogger.
+type Option func(*options)
+
+type options struct {
+	log  *slog.Logger
+	now  func() time.Time
+	dial DialFunc
+}
+
+// WithLogger sets where refreshes and failures are logged. Log records
+// never contain secrets. Default: slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithClock replaces time.Now for certificate validity, refresh planning
+// and expiry checks. aws.CredentialsCache keeps its own clock.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithDialer replaces the TCP dialer of the IoT provider, e.g. to reach a
+// local server under a real endpoint's host name. SNI and certificate
+// verification still use the configured host name.
+func WithDialer(d DialFunc) Option { return func(o *options) { o.dial = d } }
+
+func buildOptions(cfg Config, opts []Option) options {
+	var o options
+	for _, fn := range opts {
+		fn(&o)
+	}
+	if o.log == nil {
+		o.log = slog.Default()
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if o.dial == nil {
+		d := &net.Dialer{Timeout: cfg.withDefaults().ConnectTimeout, KeepAlive: 30 * time.Second}
+		o.dial = d.DialContext
+	}
+	return o
+}
