@@ -1,0 +1,244 @@
+// Package config reads kvscamd's TOML configuration file into typed values,
+// fills in the documented defaults and checks the result.
+//
+// Loading is strict on purpose: a misspelt key would otherwise silently fall
+// back to its default on a device nobody is looking at, so unknown keys are
+// errors that name the key and its line. Validate reports every problem at
+// once, each with the key and a fix, so that one edit-check cycle is enough.
+package config
+
+import (
+	"log/slog"
+	"time"
+)
+
+// DefaultPath is where the service looks for its configuration file.
+const DefaultPath = "/etc/kvscamd/kvscamd.toml"
+
+// Defaults of the top-level keys and tables. Stream defaults are in
+// DefaultStream.
+const (
+	DefaultStateDir          = "/var/lib/kvscamd"
+	DefaultLogLevel          = LogInfo
+	DefaultClockSync         = ClockSyncWait
+	DefaultCredentialsSource = CredentialsIoT
+	DefaultRetention         = 24 * time.Hour
+	DefaultTelemetryInterval = 60 * time.Second
+)
+
+// Stream defaults.
+const (
+	DefaultDriver           = DriverV4L2
+	DefaultDevice           = "/dev/video0"
+	DefaultWidth            = 1280
+	DefaultHeight           = 720
+	DefaultFPS              = 30
+	DefaultBitrate          = 2_000_000 // bits per second
+	DefaultKeyframeInterval = 2 * time.Second
+	DefaultRingSize         = 1 * GiB
+	DefaultMode             = ModeLive
+)
+
+// LogLevel is the value of log_level.
+type LogLevel string
+
+// Allowed log levels.
+const (
+	LogDebug LogLevel = "debug"
+	LogInfo  LogLevel = "info"
+	LogWarn  LogLevel = "warn"
+	LogError LogLevel = "error"
+)
+
+// Slog maps the level onto log/slog; unknown values map to Info, which
+// Validate has already rejected.
+func (l LogLevel) Slog() slog.Level {
+	switch l {
+	case LogDebug:
+		return slog.LevelDebug
+	case LogWarn:
+		return slog.LevelWarn
+	case LogError:
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// ClockSync is the value of clock_sync.
+type ClockSync string
+
+const (
+	// ClockSyncWait holds uploads until the kernel reports a synchronised
+	// clock, because KVS rejects or misfiles fragments with wrong timestamps.
+	ClockSyncWait ClockSync = "wait"
+	// ClockSyncTrust uploads even though the kernel says the clock is not
+	// synchronised; for VMs and containers whose clock comes from the host.
+	ClockSyncTrust ClockSync = "trust"
+)
+
+// CredentialsSource is the value of credentials.source.
+type CredentialsSource string
+
+// Allowed credential sources.
+const (
+	CredentialsIoT     CredentialsSource = "iot"     // AWS IoT credentials provider, mutual TLS
+	CredentialsStatic  CredentialsSource = "static"  // keys written in the file
+	CredentialsDefault CredentialsSource = "default" // the AWS SDK's environment/shared-file chain
+)
+
+// Driver is the value of stream.driver.
+type Driver string
+
+// Allowed drivers.
+const (
+	DriverV4L2 Driver = "v4l2" // a V4L2 camera that encodes H.264 itself
+	DriverFile Driver = "file" // an Annex-B H.264 file, replayed
+	DriverExec Driver = "exec" // a child process writing Annex-B H.264 to stdout
+)
+
+// Mode is the value of stream.mode.
+type Mode string
+
+// Allowed modes.
+const (
+	ModeLive   Mode = "live"   // upload as captured
+	ModeRecord Mode = "record" // keep in the ring, upload on demand
+)
+
+// Config is the whole configuration file. Field tags are the binding key
+// names.
+type Config struct {
+	// ThingName is the AWS IoT thing name: MQTT client id, the
+	// x-amzn-iot-thingname header and the default stream name.
+	ThingName string `toml:"thing_name"`
+	// Region is the AWS region of KVS and IoT, e.g. "eu-west-1".
+	Region string `toml:"region"`
+	// StateDir holds the ring buffers, one folder per stream.
+	StateDir string `toml:"state_dir"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel LogLevel `toml:"log_level"`
+	// ClockSync says whether to wait for a synchronised system clock.
+	ClockSync ClockSync `toml:"clock_sync"`
+
+	Credentials Credentials `toml:"credentials"`
+	KVS         KVS         `toml:"kvs"`
+	MQTT        MQTT        `toml:"mqtt"`
+	// Streams are the [[stream]] tables. A file without any gets one
+	// stream with all defaults.
+	Streams []Stream `toml:"stream"`
+}
+
+// Credentials is the [credentials] table.
+type Credentials struct {
+	Source CredentialsSource `toml:"source"`
+
+	// Used by source = "iot".
+	Endpoint  string `toml:"endpoint"` // <prefix>.credentials.iot.<region>.amazonaws.com
+	RoleAlias string `toml:"role_alias"`
+	Cert      string `toml:"cert"` // device certificate, PEM
+	Key       string `toml:"key"`  // device private key, PEM
+	CA        string `toml:"ca"`   // CA bundle for the endpoint; empty = system roots
+
+	// Used by source = "static".
+	AccessKeyID     string `toml:"access_key_id"`
+	SecretAccessKey string `toml:"secret_access_key"`
+	SessionToken    string `toml:"session_token"`
+}
+
+// KVS is the [kvs] table.
+type KVS struct {
+	// Endpoint overrides the control-plane URL, e.g. a local endpoint.
+	Endpoint string `toml:"endpoint"`
+	// CreateStream creates missing streams with Retention.
+	CreateStream bool `toml:"create_stream"`
+	// Retention is the data retention of streams this daemon creates;
+	// 0 means no retention.
+	Retention Duration `toml:"retention"`
+}
+
+// MQTT is the [mqtt] table.
+type MQTT struct {
+	Enabled bool `toml:"enabled"`
+	// Endpoint is host:port of the AWS IoT Core data endpoint.
+	Endpoint          string   `toml:"endpoint"`
+	TelemetryInterval Duration `toml:"telemetry_interval"`
+	// Cert, Key and CA default to the [credentials] ones.
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+	CA   string `toml:"ca"`
+}
+
+// Stream is one [[stream]] table: a camera and the KVS stream it feeds.
+type Stream struct {
+	// Name is the KVS stream name; defaults to thing_name.
+	Name   string `toml:"name"`
+	Driver Driver `toml:"driver"`
+
+	Device   string   `toml:"device"`   // v4l2: device node
+	Path     string   `toml:"path"`     // file: Annex-B H.264 file
+	Loop     bool     `toml:"loop"`     // file: start over at the end
+	Realtime bool     `toml:"realtime"` // file: pace at fps; false = as fast as possible
+	Command  []string `toml:"command"`  // exec: argv writing Annex-B H.264 to stdout
+
+	Width   int `toml:"width"`
+	Height  int `toml:"height"`
+	FPS     int `toml:"fps"`
+	Bitrate int `toml:"bitrate"` // bits per second
+	// KeyframeInterval is the GOP length, which is also the target
+	// fragment duration because every fragment starts on a key frame.
+	KeyframeInterval Duration `toml:"keyframe_interval"`
+	// RingSize bounds the on-disk ring buffer of this stream.
+	RingSize        Size `toml:"ring_size"`
+	Mode            Mode `toml:"mode"`
+	UploadRateLimit Rate `toml:"upload_rate_limit"` // 0 = unlimited
+}
+
+// Default returns the configuration used for keys the file leaves out.
+// ThingName and Region have no useful default and stay empty.
+func Default() Config {
+	return Config{
+		StateDir:    DefaultStateDir,
+		LogLevel:    DefaultLogLevel,
+		ClockSync:   DefaultClockSync,
+		Credentials: Credentials{Source: DefaultCredentialsSource},
+		KVS:         KVS{Retention: Duration(DefaultRetention)},
+		MQTT:        MQTT{TelemetryInterval: Duration(DefaultTelemetryInterval)},
+		Streams:     []Stream{DefaultStream()},
+	}
+}
+
+// DefaultStream returns a stream with every default filled in except Name,
+// which follows thing_name (see Config.fillDerived).
+func DefaultStream() Stream {
+	return Stream{
+		Driver:           DefaultDriver,
+		Device:           DefaultDevice,
+		Realtime:         true,
+		Width:            DefaultWidth,
+		Height:           DefaultHeight,
+		FPS:              DefaultFPS,
+		Bitrate:          DefaultBitrate,
+		KeyframeInterval: Duration(DefaultKeyframeInterval),
+		RingSize:         DefaultRingSize,
+		Mode:             DefaultMode,
+	}
+}
+
+// fillDerived applies the defaults that depend on other keys: stream names
+// follow thing_name and MQTT reuses the device certificate.
+func (c *Config) fillDerived() {
+	for i := range c.Streams {
+		if c.Streams[i].Name == "" {
+			c.Streams[i].Name = c.ThingName
+		}
+	}
+	if c.MQTT.Cert == "" {
+		c.MQTT.Cert = c.Credentials.Cert
+	}
+	if c.MQTT.Key == "" {
+		c.MQTT.Key = c.Credentials.Key
+	}
+	if c.MQTT.CA == "" {
+		c.MQTT.CA = c.Credentials.CA
+	}
+}
