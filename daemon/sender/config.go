@@ -1,0 +1,212 @@
+package sender
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/kvscamd/kvscamd/daemon/ring"
+	"github.com/kvscamd/kvscamd/fragmenter"
+)
+
+// Store is what the sender needs from the ring buffer; *ring.Ring
+// implements it. See package ring for the exact semantics.
+type Store interface {
+	Next(ctx context.Context, from ring.ID) (ring.ID, fragmenter.Fragment, error)
+	FirstUnacked() (ring.ID, bool)
+	NextID() ring.ID
+	Ack(id ring.ID) error
+	Range(from, to time.Time, fn func(ring.ID, fragmenter.Fragment) error) error
+	Stats() ring.Stats
+}
+
+// ackedReporter is implemented by a store that can say whether an id is
+// acknowledged. With it the sender also skips fragments acknowledged out of
+// order before a restart; without it only those acknowledged since Run
+// started are skipped.
+type ackedReporter interface {
+	Acked(id ring.ID) bool
+}
+
+// Modes.
+const (
+	// ModeLive uploads everything as it is captured.
+	ModeLive = "live"
+	// ModeRecord keeps fragments in the ring and uploads only what
+	// UploadRange asks for.
+	ModeRecord = "record"
+)
+
+// Per-stream service quotas and protocol limits the sender respects.
+const (
+	// MaxFragmentsPerSecond is the PutMedia fragment-rate quota.
+	MaxFragmentsPerSecond = 5
+	// MaxBytesPerSecond is the PutMedia data-rate quota (12.5 MB/s).
+	MaxBytesPerSecond = 12_500_000
+	// MaxConnectsPerSecond is the PutMedia call-rate quota.
+	MaxConnectsPerSecond = 5
+	// MaxConnectionAge is when the service ends a PutMedia connection.
+	MaxConnectionAge = 45 * time.Minute
+	// ServiceIdleTimeout is when the service closes a request without data.
+	ServiceIdleTimeout = 30 * time.Second
+)
+
+// Defaults for the tunables in Config.
+const (
+	DefaultRotateAfter      = 40 * time.Minute
+	DefaultEndpointTTL      = 40 * time.Minute
+	DefaultIdleClose        = 20 * time.Second
+	DefaultAckTimeout       = 20 * time.Second
+	DefaultPersistTimeout   = 30 * time.Second
+	DefaultHeaderTimeout    = 15 * time.Second
+	DefaultStallTimeout     = 30 * time.Second
+	DefaultDrainTimeout     = 15 * time.Second
+	DefaultOperatorBackoff  = 5 * time.Minute
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultTLSTimeout       = 10 * time.Second
+	DefaultCredentialMargin = 2 * time.Minute
+)
+
+// Config configures a Sender. Stream, Region, Ring and Credentials are
+// required; every duration left zero gets its Default.
+type Config struct {
+	Stream      string
+	Region      string
+	Ring        Store
+	Credentials aws.CredentialsProvider
+	// ControlEndpoint overrides the control-plane URL (config
+	// kvs.endpoint), e.g. a local endpoint. Empty means the region's.
+	ControlEndpoint string
+	// CreateStream creates the stream when it does not exist, with
+	// Retention as its data retention (rounded up to whole hours; 0 means
+	// none, and fragments are then acknowledged on RECEIVED).
+	CreateStream bool
+	Retention    time.Duration
+	// RateLimit caps upload bytes per second (config upload_rate_limit);
+	// 0 means only the service quota applies.
+	RateLimit int64
+	// Mode is ModeLive (default) or ModeRecord.
+	Mode   string
+	Logger *slog.Logger
+
+	// RotateAfter ends a connection at the next fragment boundary once it
+	// is this old (the service ends it at 45 min).
+	RotateAfter time.Duration
+	// EndpointTTL is how long a data endpoint is reused.
+	EndpointTTL time.Duration
+	// IdleClose ends the request body when no fragment was ready for this
+	// long (must be below the service's 30 s idle timeout).
+	IdleClose time.Duration
+	// AckTimeout: a fragment must be RECEIVED within this time after the
+	// bytes that follow it (next fragment or end of body) were sent.
+	AckTimeout time.Duration
+	// PersistTimeout: a RECEIVED fragment must be PERSISTED within this.
+	PersistTimeout time.Duration
+	// HeaderTimeout bounds the wait for the response status line.
+	HeaderTimeout time.Duration
+	// StallTimeout: a write that makes no progress for this long ends
+	// the connection.
+	StallTimeout time.Duration
+	// DrainTimeout bounds the wait for the final acknowledgements after
+	// the body was closed on purpose (rotation, idle, codec change).
+	DrainTimeout time.Duration
+	// OperatorBackoff is the wait after errors only a person can fix
+	// (KMS key, deleted stream, permissions).
+	OperatorBackoff time.Duration
+	// CredentialMargin rotates a connection at a fragment boundary when
+	// the credentials it was signed with expire within this margin.
+	CredentialMargin time.Duration
+	// Backoff decides the wait before reconnecting after failures; nil
+	// means NewExpBackoff(500ms, 30s).
+	Backoff Backoff
+	// Clock is the time source for rate limiting and back-off; nil means
+	// the system clock.
+	Clock Clock
+	// DialTimeout and TLSTimeout bound connection set-up.
+	DialTimeout, TLSTimeout time.Duration
+	// UserAgent is sent with PutMedia; empty means "kvscamd".
+	UserAgent string
+}
+
+var streamNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,256}$`)
+
+func (c *Config) setDefaults() error {
+	var errs []error
+	if !streamNameRE.MatchString(c.Stream) {
+		errs = append(errs, fmt.Errorf("stream name %q: use 1-256 characters of a-z A-Z 0-9 _ . -", c.Stream))
+	}
+	if c.Region == "" {
+		errs = append(errs, errors.New("region is empty: set region, e.g. \"eu-west-1\""))
+	}
+	if c.Ring == nil {
+		errs = append(errs, errors.New("no ring buffer"))
+	}
+	if c.Credentials == nil {
+		errs = append(errs, errors.New("no credentials provider: configure [credentials]"))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, fmt.Errorf("retention %v is negative", c.Retention))
+	}
+	if c.RateLimit < 0 {
+		errs = append(errs, fmt.Errorf("upload_rate_limit %d is negative", c.RateLimit))
+	}
+	switch c.Mode {
+	case "":
+		c.Mode = ModeLive
+	case ModeLive, ModeRecord:
+	default:
+		errs = append(errs, fmt.Errorf("mode %q: use %q or %q", c.Mode, ModeLive, ModeRecord))
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.RotateAfter, DefaultRotateAfter)
+	def(&c.EndpointTTL, DefaultEndpointTTL)
+	def(&c.IdleClose, DefaultIdleClose)
+	def(&c.AckTimeout, DefaultAckTimeout)
+	def(&c.PersistTimeout, DefaultPersistTimeout)
+	def(&c.HeaderTimeout, DefaultHeaderTimeout)
+	def(&c.StallTimeout, DefaultStallTimeout)
+	def(&c.DrainTimeout, DefaultDrainTimeout)
+	def(&c.OperatorBackoff, DefaultOperatorBackoff)
+	def(&c.DialTimeout, DefaultDialTimeout)
+	def(&c.TLSTimeout, DefaultTLSTimeout)
+	def(&c.CredentialMargin, DefaultCredentialMargin)
+	if c.RotateAfter >= MaxConnectionAge {
+		errs = append(errs, fmt.Errorf("rotate after %v: must be below the service's %v connection limit", c.RotateAfter, MaxConnectionAge))
+	}
+	if c.IdleClose >= ServiceIdleTimeout {
+		errs = append(errs, fmt.Errorf("idle close %v: must be below the service's %v idle timeout", c.IdleClose, ServiceIdleTimeout))
+	}
+	if c.Backoff == nil {
+		c.Backoff = NewExpBackoff(500*time.Millisecond, 30*time.Second)
+	}
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "kvscamd"
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("sender: config: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// retentionHours converts Retention to the whole hours CreateStream takes.
+func (c *Config) retentionHours() int32 {
+	h := (c.Retention + time.Hour - 1) / time.Hour
+	return int32(h)
+}
+
+var _ Store = (*ring.Ring)(nil)

@@ -1,0 +1,558 @@
+package sender
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/kvscamd/kvscamd/daemon/ring"
+	"github.com/kvscamd/kvscamd/daemon/sender/ack"
+)
+
+// emptyPayloadHash is the SHA-256 of the empty string. The PutMedia body
+// is streamed and not signed; every known client signs it as empty.
+const emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+// chunkSize is how much of a cluster is written (and rate-limited) at a
+// time; small enough for smooth pacing, large enough to be cheap.
+const chunkSize = 64 << 10
+
+// maxErrorBody bounds how much of a non-200 response is read.
+const maxErrorBody = 8 << 10
+
+// flight is a fragment sent (or being sent) on the current connection.
+type flight struct {
+	id       ring.ID
+	timecode int64
+	ready    time.Time // taken from the ring
+	done     time.Time // last byte written; zero while writing
+	armed    time.Time // bytes after it were sent; RECEIVED is due from here
+	received time.Time
+}
+
+// conn is one PutMedia connection.
+type conn struct {
+	s         *Sender
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+	pw        *io.PipeWriter
+	header    []byte
+	opened    time.Time
+	credsExp  time.Time // zero when the credentials do not expire
+	retention int32
+
+	mu        sync.Mutex
+	flights   map[int64]*flight // by fragment timecode
+	order     []*flight         // send order, acknowledged ones removed
+	end       error             // first reason the connection ended
+	gotHeader bool              // response status received
+	writing   bool
+	progress  time.Time // last completed write
+	draining  bool
+	acked     bool // at least one acknowledgement arrived
+}
+
+// finish records why the connection ends (the first reason wins) and
+// tears it down: the request context is cancelled, which closes the
+// socket and unblocks the writer.
+func (c *conn) finish(err error) {
+	c.mu.Lock()
+	if c.end == nil {
+		c.end = err
+	}
+	c.mu.Unlock()
+	c.cancel(err)
+	c.pw.CloseWithError(err)
+}
+
+func (c *conn) reason() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.end
+}
+
+// connection opens one PutMedia request starting with first and streams
+// until it ends. It reports whether anything was acknowledged (which
+// resets the back-off) and why it ended.
+func (s *Sender) connection(ctx context.Context, first item, retention int32) (progress bool, err error) {
+	now := s.cfg.Clock.Now()
+	endpoint, err := s.ctrl.dataEndpoint(ctx, now)
+	if err != nil {
+		return false, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
+	creds, err := s.creds.Retrieve(cctx)
+	cancel()
+	if err != nil {
+		return false, fail(ClassRetry, "sender %s: get credentials: %w", s.cfg.Stream, err)
+	}
+
+	pr, pw := io.Pipe()
+	sctx, scancel := context.WithCancelCause(ctx)
+	defer scancel(nil)
+	c := &conn{
+		s: s, ctx: sctx, cancel: scancel, pw: pw,
+		header:    first.f.Header,
+		opened:    time.Now(),
+		retention: retention,
+		flights:   map[int64]*flight{},
+	}
+	if creds.CanExpire {
+		c.credsExp = creds.Expires
+	}
+
+	req, err := http.NewRequestWithContext(sctx, http.MethodPost, endpoint+"/putMedia", pr)
+	if err != nil {
+		return false, fail(ClassEndpoint, "sender %s: data endpoint %q: %w", s.cfg.Stream, endpoint, err)
+	}
+	req.ContentLength = -1 // chunked
+	req.Header.Set("User-Agent", s.cfg.UserAgent)
+	req.Header.Set("X-Amzn-Stream-Name", s.cfg.Stream)
+	req.Header.Set("X-Amzn-Fragment-Timecode-Type", "ABSOLUTE")
+	req.Header.Set("X-Amzn-Producer-Start-Timestamp", producerTimestamp(first.f.Timecode))
+	req.Header.Set("X-Amzn-Fragment-Acknowledgment-Required", "1")
+	req.Header.Set("Content-Type", "application/json")
+	if err := s.signer.SignHTTP(ctx, creds, req, emptyPayloadHash, "kinesisvideo", s.cfg.Region, time.Now()); err != nil {
+		return false, fail(ClassRetry, "sender %s: sign PutMedia: %w", s.cfg.Stream, err)
+	}
+	s.connections.Add(1)
+	s.setState("streaming to %s", endpoint)
+	s.log.Debug("PutMedia connection opened", "endpoint", endpoint, "first_id", first.id, "first_timecode", first.f.Timecode)
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		c.roundTrip(req)
+	}()
+	go func() {
+		defer wg.Done()
+		c.watchdog()
+	}()
+	c.write(first)
+	wg.Wait()
+	pr.Close()
+
+	c.mu.Lock()
+	progress = c.acked
+	err = c.end
+	c.mu.Unlock()
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = nil
+	}
+	return progress, err
+}
+
+// producerTimestamp formats epoch milliseconds as seconds with a
+// millisecond fraction.
+func producerTimestamp(ms int64) string {
+	return strconv.FormatInt(ms/1000, 10) + "." + fmt.Sprintf("%03d", ms%1000)
+}
+
+// errGraceful ends a connection the sender chose to close.
+var errGraceful = &failure{class: ClassGraceful, err: errors.New("connection closed by the sender")}
+
+// write is the writer loop: it sends the header, then fragments from the
+// ring until the connection ends or should be rotated.
+func (c *conn) write(cur item) {
+	s := c.s
+	if err := c.writeBytes(c.header); err != nil {
+		c.finish(c.writeErr(err))
+		return
+	}
+	for {
+		if err := c.sendFragment(cur); err != nil {
+			c.finish(c.writeErr(err))
+			return
+		}
+		if why := c.rotateReason(); why != "" {
+			c.closeBody(why)
+			return
+		}
+		ictx, cancel := context.WithTimeout(c.ctx, s.cfg.IdleClose)
+		next, err := s.nextToSend(ictx, cur.id+1)
+		cancel()
+		switch {
+		case c.ctx.Err() != nil:
+			return // finish was called by someone else
+		case errors.Is(err, context.DeadlineExceeded):
+			c.closeBody("idle")
+			return
+		case err != nil:
+			c.finish(fmt.Errorf("sender %s: read ring: %w", s.cfg.Stream, err))
+			return
+		}
+		if !bytes.Equal(next.f.Header, c.header) {
+			// A new codec configuration needs a new Segment, which
+			// means a new PutMedia request. The next connection picks
+			// this fragment up again from the ring.
+			c.closeBody("codec configuration changed")
+			return
+		}
+		cur = next
+	}
+}
+
+// writeErr turns a body write error into the connection's end reason: if
+// something else already ended the connection, that reason stands.
+func (c *conn) writeErr(err error) error {
+	if r := c.reason(); r != nil {
+		return r
+	}
+	return fail(ClassRetry, "sender %s: write body: %w", c.s.cfg.Stream, err)
+}
+
+// rotateReason says why the connection should end before the next
+// fragment, or "".
+func (c *conn) rotateReason() string {
+	now := time.Now()
+	if now.Sub(c.opened) >= c.s.cfg.RotateAfter {
+		return "connection age"
+	}
+	if !c.credsExp.IsZero() && c.credsExp.Sub(now) < c.s.cfg.CredentialMargin {
+		return "credentials expire soon"
+	}
+	return ""
+}
+
+// sendFragment writes one cluster, paced by the quotas.
+func (c *conn) sendFragment(it item) error {
+	s := c.s
+	if err := s.frags.wait(c.ctx, 1); err != nil {
+		return err
+	}
+	fl := &flight{id: it.id, timecode: it.f.Timecode, ready: it.ready}
+	now := time.Now()
+	c.mu.Lock()
+	// Bytes of a new fragment follow the previous one: from now on its
+	// RECEIVED is due (the service acknowledges a fragment when the next
+	// one starts).
+	for _, f := range c.order {
+		if f.armed.IsZero() {
+			f.armed = now
+		}
+	}
+	if old, dup := c.flights[fl.timecode]; dup {
+		// Two fragments with one timecode: the service will refuse the
+		// second (4004); acknowledgements can only name one of them.
+		s.log.Warn("fragment timecode repeats", "timecode", fl.timecode, "id", it.id, "previous_id", old.id)
+	}
+	c.flights[fl.timecode] = fl
+	c.order = append(c.order, fl)
+	c.mu.Unlock()
+
+	b := it.f.Cluster
+	for len(b) > 0 {
+		n := min(len(b), chunkSize)
+		if err := s.bytes.wait(c.ctx, float64(n)); err != nil {
+			return err
+		}
+		if err := c.writeBytes(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	c.mu.Lock()
+	fl.done = time.Now()
+	c.mu.Unlock()
+	s.sent.Add(1)
+	return nil
+}
+
+func (c *conn) writeBytes(b []byte) error {
+	c.mu.Lock()
+	c.writing = true
+	c.progress = time.Now()
+	c.mu.Unlock()
+	n, err := c.pw.Write(b)
+	c.s.bytesSent.Add(uint64(n))
+	c.mu.Lock()
+	c.writing = false
+	c.progress = time.Now()
+	c.mu.Unlock()
+	return err
+}
+
+// closeBody ends the request body on purpose and waits for the service to
+// acknowledge what is in flight and end the response.
+func (c *conn) closeBody(why string) {
+	c.s.log.Debug("ending PutMedia connection", "why", why)
+	now := time.Now()
+	c.mu.Lock()
+	c.draining = true
+	for _, f := range c.order {
+		if f.armed.IsZero() {
+			f.armed = now
+		}
+	}
+	c.mu.Unlock()
+	c.pw.Close()
+	t := time.NewTimer(c.s.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-c.ctx.Done():
+		// The response ended (or failed); finish has been called.
+	case <-t.C:
+		c.finish(fail(ClassRetry, "sender %s: no end of the response %v after closing the body (%s)", c.s.cfg.Stream, c.s.cfg.DrainTimeout, why))
+	}
+}
+
+// roundTrip performs the request and reads the acknowledgement stream.
+func (c *conn) roundTrip(req *http.Request) {
+	s := c.s
+	resp, err := s.http.Do(req)
+	if err != nil {
+		c.finish(c.netErr("PutMedia", err))
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		c.finish(putMediaHTTPError(s.cfg.Stream, resp))
+		return
+	}
+	c.mu.Lock()
+	c.gotHeader = true
+	c.mu.Unlock()
+	dec := ack.NewDecoder(resp.Body)
+	for {
+		ev, err := dec.Next()
+		if err != nil {
+			c.finish(c.ackStreamEnd(err))
+			return
+		}
+		if err := c.handle(ev); err != nil {
+			c.finish(err)
+			return
+		}
+	}
+}
+
+// netErr classifies a transport error; when the connection already has a
+// reason (the watchdog or the writer cancelled it), that reason stands.
+func (c *conn) netErr(op string, err error) error {
+	if r := c.reason(); r != nil {
+		return r
+	}
+	return fail(ClassRetry, "sender %s: %s: %w", c.s.cfg.Stream, op, err)
+}
+
+func (c *conn) ackStreamEnd(err error) error {
+	if r := c.reason(); r != nil {
+		return r
+	}
+	s := c.s
+	var sm *ack.ServiceMessageError
+	switch {
+	case errors.As(err, &sm) && isExpiredToken(sm.Message):
+		return fail(ClassAuth, "sender %s: %w", s.cfg.Stream, err)
+	case errors.As(err, &sm):
+		return fail(ClassRetry, "sender %s: %w", s.cfg.Stream, err)
+	case errors.Is(err, io.EOF):
+		c.mu.Lock()
+		draining := c.draining
+		left := len(c.order)
+		c.mu.Unlock()
+		if draining {
+			if left > 0 {
+				s.log.Warn("connection ended before every fragment was acknowledged; they will be sent again", "unacknowledged", left)
+			}
+			return errGraceful
+		}
+		return fail(ClassRetry, "sender %s: the service ended the PutMedia response", s.cfg.Stream)
+	case errors.Is(err, ack.ErrMalformed):
+		return fail(ClassRetry, "sender %s: %w", s.cfg.Stream, err)
+	}
+	return fail(ClassRetry, "sender %s: acknowledgements: %w", s.cfg.Stream, err)
+}
+
+// lookup finds the flight an acknowledgement names. An ERROR for data
+// the service could not parse carries timecode -1; it is about the oldest
+// fragment not yet received.
+func (c *conn) lookup(ev ack.Event) *flight {
+	if ev.HasTimecode {
+		if f := c.flights[ev.Timecode]; f != nil {
+			return f
+		}
+	}
+	if ev.Type == ack.Error {
+		for _, f := range c.order {
+			if f.received.IsZero() {
+				return f
+			}
+		}
+	}
+	return nil
+}
+
+// handle applies one acknowledgement; a non-nil result ends the
+// connection.
+func (c *conn) handle(ev ack.Event) error {
+	s := c.s
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch ev.Type {
+	case ack.Idle, ack.Buffering:
+		return nil
+	case ack.Received:
+		f := c.lookup(ev)
+		if f == nil {
+			s.log.Debug("acknowledgement for an unknown fragment", "event", ev.String())
+			return nil
+		}
+		if f.received.IsZero() {
+			f.received = time.Now()
+			s.received.Add(1)
+			s.recordLatency(f.received.Sub(f.ready))
+		}
+		c.acked = true
+		if c.retention == 0 {
+			return c.store(f, false)
+		}
+		return nil
+	case ack.Persisted:
+		f := c.lookup(ev)
+		if f == nil {
+			s.log.Debug("acknowledgement for an unknown fragment", "event", ev.String())
+			return nil
+		}
+		c.acked = true
+		return c.store(f, false)
+	case ack.Error:
+		return c.ackError(ev)
+	}
+	s.log.Debug("unknown acknowledgement type ignored", "event", ev.String())
+	return nil
+}
+
+// store acknowledges f in the ring (as stored, or as given up) and drops
+// it from the flights. c.mu is held.
+func (c *conn) store(f *flight, givenUp bool) error {
+	s := c.s
+	delete(c.flights, f.timecode)
+	for i, g := range c.order {
+		if g == f {
+			c.order = append(c.order[:i], c.order[i+1:]...)
+			break
+		}
+	}
+	s.markAcked(f.id)
+	if givenUp {
+		s.skipped.Add(1)
+	} else {
+		s.acks.Add(1)
+	}
+	if err := s.cfg.Ring.Ack(f.id); err != nil {
+		// The ring could not record it durably: after a restart the
+		// fragment may be sent again, which costs bandwidth, not data.
+		s.log.Error("ring acknowledgement failed", "id", f.id, "err", err)
+	}
+	return nil
+}
+
+func (c *conn) ackError(ev ack.Event) error {
+	s := c.s
+	class := AckErrorClass(ev.ErrorID)
+	f := c.lookup(ev)
+	desc := fmt.Sprintf("error %d %s for fragment %d", ev.ErrorID, ev.ErrorCode, ev.Timecode)
+	switch class {
+	case ClassSkip:
+		if f == nil {
+			return fail(ClassRetry, "sender %s: %s, which was not sent on this connection", s.cfg.Stream, desc)
+		}
+		s.log.Error("service refused a fragment; it is given up and will not be sent again",
+			"id", f.id, "timecode", f.timecode, "error_id", ev.ErrorID, "error_code", ev.ErrorCode)
+		c.store(f, true)
+		return fail(ClassSkip, "sender %s: %s (ring id %d) given up", s.cfg.Stream, desc, f.id)
+	case ClassOperator:
+		return fail(ClassOperator, "sender %s: %s: %s", s.cfg.Stream, desc, ackErrorHint(ev.ErrorID))
+	}
+	return fail(ClassRetry, "sender %s: %s; sending it again", s.cfg.Stream, desc)
+}
+
+func (s *Sender) recordLatency(d time.Duration) {
+	// s.mu is not held by callers (conn.mu is); latency has its own slot
+	// under s.mu.
+	s.mu.Lock()
+	if len(s.latency) >= latencyKeep {
+		copy(s.latency, s.latency[1:])
+		s.latency = s.latency[:latencyKeep-1]
+	}
+	s.latency = append(s.latency, d)
+	s.mu.Unlock()
+}
+
+// watchdog ends the connection when the service stops answering: no
+// response status, a write that does not progress, a fragment that is not
+// RECEIVED or PERSISTED in time.
+func (c *conn) watchdog() {
+	cfg := &c.s.cfg
+	period := min(cfg.AckTimeout, cfg.StallTimeout, cfg.HeaderTimeout, cfg.PersistTimeout) / 4
+	period = max(period, 5*time.Millisecond)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case now := <-t.C:
+			if err := c.overdue(now); err != nil {
+				c.finish(err)
+				return
+			}
+		}
+	}
+}
+
+func (c *conn) overdue(now time.Time) error {
+	cfg := &c.s.cfg
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.gotHeader && now.Sub(c.opened) > cfg.HeaderTimeout {
+		return fail(ClassRetry, "sender %s: no response from the data endpoint within %v", cfg.Stream, cfg.HeaderTimeout)
+	}
+	if c.writing && now.Sub(c.progress) > cfg.StallTimeout {
+		return fail(ClassRetry, "sender %s: upload stalled: no data accepted for %v", cfg.Stream, cfg.StallTimeout)
+	}
+	for _, f := range c.order {
+		if f.received.IsZero() && !f.armed.IsZero() && now.Sub(f.armed) > cfg.AckTimeout {
+			return fail(ClassRetry, "sender %s: fragment %d not RECEIVED within %v", cfg.Stream, f.timecode, cfg.AckTimeout)
+		}
+		if c.retention > 0 && !f.received.IsZero() && now.Sub(f.received) > cfg.PersistTimeout {
+			return fail(ClassRetry, "sender %s: fragment %d not PERSISTED within %v of RECEIVED", cfg.Stream, f.timecode, cfg.PersistTimeout)
+		}
+	}
+	return nil
+}
+
+// putMediaHTTPError classifies a non-200 PutMedia answer.
+func putMediaHTTPError(stream string, resp *http.Response) error {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	typ := resp.Header.Get("x-amzn-ErrorType")
+	if i := bytes.IndexByte([]byte(typ), ':'); i >= 0 {
+		typ = typ[:i]
+	}
+	msg := string(bytes.TrimSpace(body))
+	err := fmt.Errorf("sender %s: PutMedia: HTTP %d %s %s", stream, resp.StatusCode, typ, msg)
+	contains := func(s string) bool { return bytes.Contains(body, []byte(s)) || typ == s }
+	switch {
+	case contains("ClientLimitExceededException"), contains("ConnectionLimitExceededException"), contains("ThrottlingException"), resp.StatusCode == http.StatusTooManyRequests:
+		return &failure{class: ClassThrottle, err: err}
+	case contains("InvalidEndpointException"):
+		return &failure{class: ClassEndpoint, err: err}
+	case (resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized) && (isExpiredToken(msg) || contains("ExpiredTokenException")):
+		return &failure{class: ClassAuth, err: err}
+	case contains("RequestExpired"), contains("SignatureExpired"):
+		return &failure{class: ClassOperator, err: fmt.Errorf("%w: the device clock is more than 15 min off; fix NTP", err)}
+	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
+		return &failure{class: ClassOperator, err: fmt.Errorf("%w: the credentials need IAM permission kinesisvideo:PutMedia on this stream", err)}
+	case resp.StatusCode == http.StatusNotFound || contains("ResourceNotFoundException"):
+		return &failure{class: ClassStream, err: err}
+	}
+	return &failure{class: ClassRetry, err: err}
+}
