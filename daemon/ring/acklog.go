@@ -1,0 +1,283 @@
+package ring
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+const (
+	ackLogName = "acks.log"
+	ackTmpName = "acks.log.tmp"
+)
+
+// ackLog is the durable record of acknowledgements: fixed-size checksummed
+// slots written in place into a preallocated, zero-filled file, so that an
+// ack costs one small write and one fdatasync and never changes the file's
+// size. Guarded by Ring.ackMu.
+type ackLog struct {
+	dir   string
+	f     *os.File
+	pos   int64 // next free slot
+	slots int64
+	alloc int64
+}
+
+// ackState is what an ack log says: ids below watermark are acknowledged,
+// and so is every id inside one of the ranges.
+type ackState struct {
+	watermark ID
+	ranges    []idRange
+	damaged   int // slots that failed their checksum
+}
+
+type idRange struct{ from, to ID } // [from, to)
+
+func (a *ackState) add(s ackSlot) {
+	switch s.Kind {
+	case 'W':
+		a.watermark = max(a.watermark, s.ID)
+	case 'A':
+		if s.Count > 0 && s.ID+ID(s.Count) > s.ID {
+			a.ranges = append(a.ranges, idRange{s.ID, s.ID + ID(s.Count)})
+		}
+	}
+}
+
+// end returns one past the highest id the state mentions.
+func (a *ackState) end() ID {
+	e := a.watermark
+	for _, rg := range a.ranges {
+		e = max(e, rg.to)
+	}
+	return e
+}
+
+// apply marks the entries (sorted by id) the state acknowledges.
+func (a *ackState) apply(es []entry) {
+	sort.Slice(a.ranges, func(i, j int) bool { return a.ranges[i].from < a.ranges[j].from })
+	k := 0
+	for i := range es {
+		id := es[i].id
+		if id < a.watermark {
+			es[i].acked = true
+			continue
+		}
+		for k < len(a.ranges) && a.ranges[k].to <= id {
+			k++
+		}
+		// Ranges may overlap; look ahead over those starting at or before id.
+		for m := k; m < len(a.ranges) && a.ranges[m].from <= id; m++ {
+			if id < a.ranges[m].to {
+				es[i].acked = true
+				break
+			}
+		}
+	}
+}
+
+// openAckLog reads dir's ack log, creating it when create is set and it is
+// missing. readOnly opens without writing anything.
+func openAckLog(dir string, readOnly bool) (*ackLog, ackState, error) {
+	var st ackState
+	path := filepath.Join(dir, ackLogName)
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if os.IsNotExist(err) {
+		if readOnly {
+			return nil, st, nil
+		}
+		l := &ackLog{dir: dir}
+		if err := l.replace(nil); err != nil {
+			return nil, st, err
+		}
+		return l, st, nil
+	}
+	if err != nil {
+		return nil, st, err
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		f.Close()
+		return nil, st, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, st, err
+	}
+	l := &ackLog{dir: dir, f: f, slots: int64(len(b)) / ackSlotSize, alloc: allocated(fi)}
+	for i := int64(0); i < l.slots; i++ {
+		slot := b[i*ackSlotSize : (i+1)*ackSlotSize]
+		if isZero(slot) {
+			continue
+		}
+		l.pos = i + 1
+		var s ackSlot
+		if !s.parse(slot) {
+			st.damaged++
+			continue
+		}
+		st.add(s)
+	}
+	return l, st, nil
+}
+
+// append writes one slot durably. It returns errAckLogFull when the log has
+// no free slot; the caller then checkpoints.
+func (l *ackLog) append(s ackSlot) (int, error) {
+	if l.pos >= l.slots {
+		return 0, errAckLogFull
+	}
+	var b [ackSlotSize]byte
+	s.put(b[:])
+	if _, err := l.f.WriteAt(b[:], l.pos*ackSlotSize); err != nil {
+		return 0, err
+	}
+	l.pos++
+	return ackSlotSize, datasync(l.f)
+}
+
+var errAckLogFull = errors.New("ack log full")
+
+// replace atomically swaps the log for a fresh one holding slots: written
+// to a temporary file, fdatasync'd, renamed over the log, directory synced.
+// A crash at any point leaves either the old or the new log.
+func (l *ackLog) replace(slots []ackSlot) error {
+	size := max(int64(ackLogSize), roundUp(int64(len(slots)+1)*ackSlotSize*2, blockSize))
+	b := make([]byte, size)
+	for i, s := range slots {
+		s.put(b[int64(i)*ackSlotSize:])
+	}
+	tmp := filepath.Join(l.dir, ackTmpName)
+	if err := writeFileSync(tmp, b); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	path := filepath.Join(l.dir, ackLogName)
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := syncDir(l.dir); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	if l.f != nil {
+		l.f.Close()
+	}
+	l.f, l.pos, l.slots, l.alloc = f, int64(len(slots)), size/ackSlotSize, size
+	return nil
+}
+
+func (l *ackLog) close() error {
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}
+
+// checkpointSlots describes the acknowledgement state of entries compactly:
+// a watermark at the first unacknowledged id (or next when there is none)
+// and one range per run of acknowledged ids above it.
+func checkpointSlots(es []entry, next ID) []ackSlot {
+	first := -1
+	for i := range es {
+		if !es[i].acked {
+			first = i
+			break
+		}
+	}
+	if first < 0 {
+		return []ackSlot{{Kind: 'W', ID: next}}
+	}
+	slots := []ackSlot{{Kind: 'W', ID: es[first].id}}
+	for i := first; i < len(es); i++ {
+		if !es[i].acked {
+			continue
+		}
+		// Ids of a run need not be consecutive (failed appends leave gaps),
+		// so a range covers from the run's first id to its last.
+		j := i
+		for j+1 < len(es) && es[j+1].acked {
+			j++
+		}
+		slots = append(slots, ackSlot{Kind: 'A', ID: es[i].id, Count: uint32(es[j].id - es[i].id + 1)})
+		i = j
+	}
+	return slots
+}
+
+// Ack marks a fragment as done: uploaded and persisted, or given up for
+// good. It is idempotent, may come in any order, and returns after the
+// acknowledgement is on disk. Acking an unknown or evicted id does nothing.
+func (r *Ring) Ack(id ID) error {
+	if r.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	r.ackMu.Lock()
+	defer r.ackMu.Unlock()
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	i := r.find(id)
+	if i < 0 || r.entries[i].acked {
+		r.mu.Unlock()
+		return nil
+	}
+	r.mu.Unlock()
+	n, err := r.acks.append(ackSlot{Kind: 'A', ID: id, Count: 1})
+	if errors.Is(err, errAckLogFull) {
+		err = r.checkpointAcks(id)
+	}
+	r.written.Add(uint64(n))
+	if err != nil {
+		return fmt.Errorf("ring: ack %d in %s: %w; %s", id, r.dir, err, fixFor(err, r.dir))
+	}
+	r.mu.Lock()
+	r.markAckedLocked(id)
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *Ring) markAckedLocked(id ID) {
+	if i := r.find(id); i >= 0 && !r.entries[i].acked {
+		e := &r.entries[i]
+		e.acked = true
+		e.seg.unacked--
+		e.seg.acked++
+	}
+}
+
+// checkpointAcks replaces the full ack log by a compact one that includes
+// the pending acknowledgement of id. Caller holds ackMu.
+func (r *Ring) checkpointAcks(pending ID) error {
+	r.mu.Lock()
+	es := make([]entry, len(r.entries))
+	copy(es, r.entries)
+	next := r.nextID
+	r.mu.Unlock()
+	if i := sort.Search(len(es), func(k int) bool { return es[k].id >= pending }); i < len(es) && es[i].id == pending {
+		es[i].acked = true
+	}
+	slots := checkpointSlots(es, next)
+	if err := r.acks.replace(slots); err != nil {
+		return err
+	}
+	r.written.Add(uint64(r.acks.slots * ackSlotSize))
+	r.ackAlloc.Store(r.acks.alloc)
+	return nil
+}

@@ -1,0 +1,335 @@
+package ring
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+const lockName = "lock"
+
+// recover rebuilds the ring's state from dir. See the package documentation.
+func (r *Ring) recover() error {
+	ro := r.opts.ReadOnly
+	if ro {
+		if _, err := os.Stat(r.dir); err != nil {
+			return fmt.Errorf("ring: open %s: %w", r.dir, err)
+		}
+	} else {
+		if err := os.MkdirAll(r.dir, 0o750); err != nil {
+			return fmt.Errorf("ring: create %s: %w; check state_dir and its permissions", r.dir, err)
+		}
+		lf, err := os.OpenFile(filepath.Join(r.dir, lockName), os.O_RDWR|os.O_CREATE, 0o640)
+		if err != nil {
+			return fmt.Errorf("ring: open %s: %w; check the permissions of state_dir", r.dir, err)
+		}
+		r.lockF = lf
+		if err := lockFile(lf); err != nil {
+			if errors.Is(err, errLocked) {
+				return fmt.Errorf("ring: open %s: another process (a running kvscamd?) is using this ring; stop it or give this one another state_dir", r.dir)
+			}
+			return fmt.Errorf("ring: lock %s: %w", r.dir, err)
+		}
+	}
+	names, err := os.ReadDir(r.dir)
+	if err != nil {
+		return fmt.Errorf("ring: open %s: %w", r.dir, err)
+	}
+	var seqs []uint64
+	for _, de := range names {
+		name := de.Name()
+		if base, ok := strings.CutSuffix(name, ".seg"); ok && len(base) == 16 {
+			if seq, err := strconv.ParseUint(base, 16, 64); err == nil && seq > 0 {
+				seqs = append(seqs, seq)
+			}
+		}
+		if name == ackTmpName && !ro {
+			os.Remove(filepath.Join(r.dir, name))
+		}
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+
+	var all []entry
+	maxBase := ID(0)
+	for i, seq := range seqs {
+		r.lastSeq = seq
+		s, es, err := r.loadSegment(seq, i == len(seqs)-1)
+		if err != nil {
+			return err
+		}
+		if s == nil {
+			continue
+		}
+		r.segs = append(r.segs, s)
+		all = append(all, es...)
+		maxBase = max(maxBase, s.base)
+	}
+
+	// Records are ordered by id and, because segments fill one after the
+	// other, by segment too. Anything breaking that order is damage that
+	// happened to pass the checksums; keep the first copy.
+	sort.SliceStable(all, func(i, j int) bool { return all[i].id < all[j].id })
+	kept := all[:0]
+	for _, e := range all {
+		if n := len(kept); n > 0 && (e.id == kept[n-1].id || e.seg.seq < kept[n-1].seg.seq) {
+			r.st.CorruptSkipped++
+			r.log.Error("ring: dropping a record out of order", "id", e.id, "segment", e.seg.path, "offset", e.off)
+			continue
+		}
+		kept = append(kept, e)
+	}
+	all = kept
+
+	acks, ast, err := openAckLog(r.dir, ro)
+	if err != nil {
+		return fmt.Errorf("ring: open ack log in %s: %w", r.dir, err)
+	}
+	r.acks = acks
+	if acks != nil {
+		r.ackAlloc.Store(acks.alloc)
+	}
+	if ast.damaged > 0 {
+		r.log.Warn("ring: damaged acknowledgement entries ignored; those fragments may be uploaded again", "entries", ast.damaged)
+	}
+	ast.apply(all)
+	for i := range all {
+		e := &all[i]
+		e.seg.count++
+		if e.acked {
+			e.seg.acked++
+		} else {
+			e.seg.unacked++
+		}
+		e.seg.newest = max(e.seg.newest, e.end().UnixMilli())
+	}
+	r.entries = all
+	r.nextID = max(r.nextID, maxBase, ast.end())
+	if n := len(all); n > 0 {
+		r.nextID = max(r.nextID, all[n-1].id+1)
+	}
+	if ro {
+		return nil
+	}
+	if acks.pos > acks.slots/2 {
+		r.ackMu.Lock()
+		err := r.checkpointAcks(0)
+		r.ackMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("ring: compact ack log in %s: %w; %s", r.dir, err, fixFor(err, r.dir))
+		}
+	}
+	// A smaller ring_size than last time takes effect now.
+	r.mu.Lock()
+	err = r.makeRoomLocked(0)
+	r.mu.Unlock()
+	if err != nil {
+		r.log.Warn("ring: over capacity after recovery", "err", err)
+	}
+	return nil
+}
+
+// loadSegment opens one segment and returns its records. The last segment
+// is the active one: it is walked and its tail verified; earlier ones use
+// their index when it is consistent. A nil segment means there was nothing
+// to keep.
+func (r *Ring) loadSegment(seq uint64, last bool) (*segment, []entry, error) {
+	ro := r.opts.ReadOnly
+	s := &segment{
+		seq:     seq,
+		path:    filepath.Join(r.dir, fmt.Sprintf("%016x.seg", seq)),
+		idxPath: filepath.Join(r.dir, fmt.Sprintf("%016x.idx", seq)),
+	}
+	flag := os.O_RDWR
+	if ro {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(s.path, flag, 0)
+	if err != nil {
+		if os.IsNotExist(err) { // evicted by a writer while we list (read-only)
+			return nil, nil, nil
+		}
+		return nil, nil, fmt.Errorf("ring: open %s: %w; check the permissions of %s", s.path, err, r.dir)
+	}
+	s.f = f
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("ring: stat %s: %w", s.path, err)
+	}
+	s.size = fi.Size()
+	hb := make([]byte, segHeaderSize)
+	var sh segHeader
+	_, rerr := f.ReadAt(hb, 0)
+	goodHeader := rerr == nil && sh.unmarshal(hb) && sh.Seq == seq
+	if goodHeader {
+		s.base = sh.BaseID
+	}
+
+	var es []entry
+	indexed := false
+	if !last {
+		if b, err := os.ReadFile(s.idxPath); err == nil {
+			if length, ies, ok := unmarshalIndex(b, seq, s.size); ok {
+				es, s.used, indexed = ies, length, true
+				s.idxAlloc = roundUp(int64(len(b)), blockSize)
+			} else {
+				r.log.Info("ring: segment index inconsistent with its data; rebuilding it", "index", s.idxPath)
+			}
+		}
+	}
+	if !indexed {
+		var torn *entry
+		es, s.used, torn = r.walk(s, !ro)
+		if torn != nil && !ro {
+			// Zero the torn record so that no later scan can mistake its
+			// remains for data.
+			n := min(torn.size(), s.size-torn.off)
+			if _, err := f.WriteAt(make([]byte, n), torn.off); err == nil {
+				r.written.Add(uint64(n))
+				datasync(f)
+			}
+		}
+	}
+	if !goodHeader && len(es) == 0 {
+		// Creation was interrupted before the header was written, or the
+		// file holds nothing recognisable: there is nothing to keep.
+		f.Close()
+		if !ro {
+			os.Remove(s.path)
+			os.Remove(s.idxPath)
+			r.log.Info("ring: removed a segment without data", "segment", s.path)
+		}
+		return nil, nil, nil
+	}
+	if !goodHeader {
+		r.log.Warn("ring: segment header damaged; its records were recovered", "segment", s.path, "records", len(es))
+	}
+	for i := range es {
+		es[i].seg = s
+	}
+	s.sealed = !last
+	switch {
+	case ro:
+	case last:
+		os.Remove(s.idxPath) // stale: the active segment is indexed when sealed
+	case !indexed:
+		b := marshalIndex(s.seq, s.used, es)
+		if err := writeFileSync(s.idxPath, b); err == nil {
+			r.written.Add(uint64(len(b)))
+			s.idxAlloc = roundUp(int64(len(b)), blockSize)
+		} else {
+			os.Remove(s.idxPath)
+		}
+		fallthrough
+	default:
+		if s.size > s.used && f.Truncate(s.used) == nil {
+			s.size = s.used
+		}
+	}
+	if fi, err := f.Stat(); err == nil {
+		s.alloc = allocated(fi)
+	}
+	if last {
+		s.alloc = max(s.alloc, roundUp(s.size, blockSize))
+		s.prealloc = true // writes stay below the current size
+	}
+	return s, es, nil
+}
+
+// walk rebuilds a segment's records from their headers. A damaged header
+// in the middle is skipped by scanning for the next valid one; a region
+// that reads as zeros is a punched hole (acknowledged records freed in
+// place), not damage. With verifyTail, the last record's payload is checked
+// too, because a crash can only tear the record written last; a torn one is
+// left out and returned.
+func (r *Ring) walk(s *segment, verifyTail bool) (es []entry, end int64, torn *entry) {
+	off := int64(segHeaderSize)
+	var last ID
+	hb := make([]byte, recHeaderSize)
+	for off+recHeaderSize <= s.size {
+		var h recHeader
+		if _, err := s.f.ReadAt(hb, off); err == nil && h.parse(hb) && plausible(&h, s, off, last) {
+			es = append(es, entry{id: h.ID, seg: s, off: off, plen: h.Len, pcrc: h.CRC, tc: h.Timecode, dur: h.Duration})
+			last = h.ID
+			off += recHeaderSize + int64(h.Len)
+			continue
+		}
+		next := resync(s, off+1, last)
+		if next < 0 {
+			break
+		}
+		if !zeroRange(s, off, next) {
+			r.st.CorruptSkipped++
+			r.log.Error("ring: skipping damaged data in segment", "segment", s.path, "from", off, "to", next, "after_id", last)
+		}
+		off = next
+	}
+	end = off
+	if verifyTail && len(es) > 0 {
+		e := es[len(es)-1]
+		buf := make([]byte, e.plen)
+		if _, err := s.f.ReadAt(buf, e.off+recHeaderSize); err != nil || crc(buf) != e.pcrc {
+			es = es[:len(es)-1]
+			end = e.off
+			torn = &e
+			r.st.TornTails++
+			r.log.Warn("ring: cut a record torn by a crash; it had not been stored", "segment", s.path, "id", e.id, "offset", e.off)
+		}
+	}
+	return es, end, torn
+}
+
+// plausible reports whether a header with a valid checksum belongs at off.
+func plausible(h *recHeader, s *segment, off int64, last ID) bool {
+	return h.Seq == s.seq && h.ID > last && h.Len <= maxPayload && off+recHeaderSize+int64(h.Len) <= s.size
+}
+
+// resyncChunk is how much resync reads at a time.
+const resyncChunk = 1 << 20
+
+// resync returns the offset of the first plausible record header at or
+// after from, or -1. Holes are skipped without reading them.
+func resync(s *segment, from int64, last ID) int64 {
+	buf := make([]byte, resyncChunk+recHeaderSize)
+	magic := []byte(recMagic)
+	for pos := from; pos+recHeaderSize <= s.size; pos += resyncChunk {
+		d := nextData(s.f, pos)
+		if d < 0 {
+			return -1
+		}
+		pos = max(pos, d)
+		n, _ := s.f.ReadAt(buf[:min(int64(len(buf)), s.size-pos)], pos)
+		b := buf[:n]
+		for i := 0; i+recHeaderSize <= len(b); {
+			k := bytes.Index(b[i:], magic)
+			if k < 0 {
+				break
+			}
+			p := i + k
+			var h recHeader
+			if p+recHeaderSize <= len(b) && h.parse(b[p:]) && plausible(&h, s, pos+int64(p), last) {
+				return pos + int64(p)
+			}
+			i = p + 1
+		}
+	}
+	return -1
+}
+
+// zeroRange reports whether [from, to) of s reads as zeros.
+func zeroRange(s *segment, from, to int64) bool {
+	buf := make([]byte, min(to-from, resyncChunk))
+	for pos := from; pos < to; {
+		n := min(int64(len(buf)), to-pos)
+		if _, err := s.f.ReadAt(buf[:n], pos); err != nil || !isZero(buf[:n]) {
+			return false
+		}
+		pos += n
+	}
+	return true
+}
