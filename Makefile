@@ -2,6 +2,8 @@
 
 GO         ?= go
 BIN        := bin/kvscamd
+# A static, pure-Go binary is the default; set CGO_ENABLED=1 for cgo parts.
+CGO_ENABLED ?= 0
 VERSION    ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
 COMMIT     ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS    := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
@@ -16,7 +18,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon
+	CGO_ENABLED=$(CGO_ENABLED) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon
 
 # Further test targets are added as prerequisites of test, e.g.
 #   test: test-vm
