@@ -1,0 +1,353 @@
+package kvslocal
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Service limits (KVS quotas, see the package documentation). Options
+// override them so tests can reach them quickly.
+const (
+	DefaultRegion                = "us-west-2"
+	DefaultMaxClockSkew          = 5 * time.Minute
+	DefaultIdleTimeout           = 30 * time.Second
+	DefaultIdleAckInterval       = 3 * time.Second
+	DefaultMaxConnectionDuration = 45 * time.Minute
+	DefaultMaxFragmentDuration   = 10 * time.Second
+	DefaultMaxFragmentSize       = 50_000_000
+	DefaultMaxFragmentsPerSecond = 5
+	DefaultMaxBytesPerSecond     = 12_500_000
+	DefaultPutMediaCallsPerSec   = 5
+	DefaultControlCallsPerSec    = 5
+	DefaultMaxTracks             = 3
+	DefaultMaxFragmentMetadata   = 10
+	DefaultMaxFutureTimestamp    = 10 * time.Second
+
+	// accountID appears in the ARNs the server makes up.
+	accountID = "123456789012"
+)
+
+// Options configure a Server. The zero value gives the service's limits on
+// 127.0.0.1 with a random port, in-memory only.
+type Options struct {
+	// Addr to listen on; default "127.0.0.1:0".
+	Addr string
+	// Region requests must be signed for; empty accepts any region.
+	Region string
+	// Dir receives per-stream MKV files and fragments.jsonl; empty keeps
+	// everything in memory only.
+	Dir string
+	// Logger; default discards.
+	Logger *slog.Logger
+	// Now is the server's clock; default time.Now.
+	Now func() time.Time
+
+	// AccessKeyID/SecretAccessKey is a long-lived key pair the server
+	// accepts; generated when empty.
+	AccessKeyID, SecretAccessKey string
+	// AcceptUnsignedPayload lets PutMedia be signed with UNSIGNED-PAYLOAD,
+	// which the service is not known to accept.
+	AcceptUnsignedPayload bool
+	// MaxClockSkew between X-Amz-Date and the server clock (default 5 min,
+	// the window the service reports in its "Signature expired" message).
+	MaxClockSkew time.Duration
+
+	// IdleTimeout closes a PutMedia connection that sent no bytes for this
+	// long (default 30 s); IdleAckInterval is the period of IDLE events
+	// while no bytes arrive (default 3 s).
+	IdleTimeout, IdleAckInterval time.Duration
+	// MaxConnectionDuration ends a PutMedia connection with ERROR 4003
+	// (default 45 min).
+	MaxConnectionDuration time.Duration
+	// MaxFragmentDuration (default 10 s) and MaxFragmentSize (default
+	// 50 MB) give ERROR 4002 and 4001.
+	MaxFragmentDuration time.Duration
+	MaxFragmentSize     int64
+	// MaxFutureTimestamp: a fragment stamped further ahead of the server
+	// clock gets ERROR 4007 (default 10 s; negative disables the check).
+	MaxFutureTimestamp time.Duration
+	// MaxFragmentsPerSecond and MaxBytesPerSecond throttle ingestion per
+	// stream by reading the body more slowly (defaults 5 and 12.5 MB/s;
+	// negative disables).
+	MaxFragmentsPerSecond float64
+	MaxBytesPerSecond     float64
+	// PutMediaCallsPerSecond and ControlCallsPerSecond per stream before
+	// ClientLimitExceededException (defaults 5; negative disables).
+	PutMediaCallsPerSecond float64
+	ControlCallsPerSecond  float64
+	// MaxTracks (default 3, ERROR 4012) and MaxFragmentMetadata tags per
+	// fragment (default 10, ERROR 4009).
+	MaxTracks           int
+	MaxFragmentMetadata int
+
+	// AckFraming decides how ACK objects are laid out on the wire
+	// (default FramingMixed).
+	AckFraming Framing
+	// PersistDelay is the wait between RECEIVED and PERSISTED.
+	PersistDelay time.Duration
+	// AckOpenFragmentAfter, when > 0, acknowledges the open fragment once
+	// the producer has sent no bytes for this long. The service does not
+	// do this (it waits for the next cluster, an end-of-fragment tag or the
+	// end of the body); it exists so official producers that wait for the
+	// last PERSISTED before closing the body can be run against the server.
+	AckOpenFragmentAfter time.Duration
+	// AutoCreateStreams creates a stream with 24 h retention on first
+	// PutMedia/GetDataEndpoint instead of answering 404.
+	AutoCreateStreams bool
+}
+
+func (o *Options) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	deff := func(d *float64, v float64) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if o.Addr == "" {
+		o.Addr = "127.0.0.1:0"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.AccessKeyID == "" {
+		o.AccessKeyID = randomString("AKIA", 16, upperDigits)
+	}
+	if o.SecretAccessKey == "" {
+		o.SecretAccessKey = randomString("", 40, secretChars)
+	}
+	def(&o.MaxClockSkew, DefaultMaxClockSkew)
+	def(&o.IdleTimeout, DefaultIdleTimeout)
+	def(&o.IdleAckInterval, DefaultIdleAckInterval)
+	def(&o.MaxConnectionDuration, DefaultMaxConnectionDuration)
+	def(&o.MaxFragmentDuration, DefaultMaxFragmentDuration)
+	def(&o.MaxFutureTimestamp, DefaultMaxFutureTimestamp)
+	if o.MaxFragmentSize == 0 {
+		o.MaxFragmentSize = DefaultMaxFragmentSize
+	}
+	deff(&o.MaxFragmentsPerSecond, DefaultMaxFragmentsPerSecond)
+	deff(&o.MaxBytesPerSecond, DefaultMaxBytesPerSecond)
+	deff(&o.PutMediaCallsPerSecond, DefaultPutMediaCallsPerSec)
+	deff(&o.ControlCallsPerSecond, DefaultControlCallsPerSec)
+	if o.MaxTracks == 0 {
+		o.MaxTracks = DefaultMaxTracks
+	}
+	if o.MaxFragmentMetadata == 0 {
+		o.MaxFragmentMetadata = DefaultMaxFragmentMetadata
+	}
+}
+
+// Server is a local Kinesis Video Streams endpoint: control plane and
+// PutMedia on one HTTP listener. All methods are safe for concurrent use.
+type Server struct {
+	// URL is the base URL, e.g. "http://127.0.0.1:41234"; it is both the
+	// control-plane endpoint and the DataEndpoint GetDataEndpoint returns.
+	URL string
+
+	opts  Options
+	log   *slog.Logger
+	creds *credStore
+
+	mu      sync.Mutex
+	addr    string // fixed after the first listen, so a restart reuses it
+	ln      net.Listener
+	srv     *http.Server
+	conns   map[net.Conn]struct{}
+	streams map[string]*stream
+	down    downState
+	closed  bool
+	deleted []*stream
+	quit    chan struct{} // closed by Close
+
+	wg        sync.WaitGroup // PutMedia sessions
+	connSeq   atomic.Int64
+	fragSeq   atomic.Int64
+	requestID atomic.Int64
+}
+
+type connKey struct{}
+
+// New makes a server; call Start to listen.
+func New(o Options) *Server {
+	o.setDefaults()
+	s := &Server{
+		opts:    o,
+		log:     o.Logger,
+		creds:   newCredStore(),
+		conns:   map[net.Conn]struct{}{},
+		streams: map[string]*stream{},
+		quit:    make(chan struct{}),
+	}
+	s.creds.add(o.AccessKeyID, &credential{secret: o.SecretAccessKey})
+	return s
+}
+
+// Start makes a server for a test: it listens at once, stores files under
+// tb.TempDir() unless o.Dir is set, and is closed by tb.Cleanup.
+func Start(tb testing.TB, o Options) *Server {
+	tb.Helper()
+	if o.Dir == "" {
+		o.Dir = tb.TempDir()
+	}
+	s := New(o)
+	if err := s.Start(); err != nil {
+		tb.Fatalf("kvslocal: %v", err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// Start listens on Options.Addr and serves in the background.
+func (s *Server) Start() error {
+	if s.opts.Dir != "" {
+		if err := os.MkdirAll(s.opts.Dir, 0o755); err != nil {
+			return fmt.Errorf("kvslocal: storage dir: %w", err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.listenLocked()
+}
+
+func (s *Server) listenLocked() error {
+	addr := s.addr
+	if addr == "" {
+		addr = s.opts.Addr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("kvslocal: listen %s: %w", addr, err)
+	}
+	s.addr = ln.Addr().String()
+	s.URL = "http://" + s.addr
+	s.ln = ln
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+		ConnState: s.trackConn,
+	}
+	s.srv = hs
+	go func() { _ = hs.Serve(ln) }()
+	s.log.Info("kvslocal listening", "url", s.URL)
+	return nil
+}
+
+func (s *Server) trackConn(c net.Conn, st http.ConnState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch st {
+	case http.StateNew:
+		s.conns[c] = struct{}{}
+	case http.StateClosed, http.StateHijacked:
+		delete(s.conns, c)
+	}
+}
+
+// Close stops the listener, drops every connection and waits for PutMedia
+// sessions to finish their bookkeeping.
+func (s *Server) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	close(s.quit)
+	if s.down.timer != nil {
+		s.down.timer.Stop()
+	}
+	hs := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if hs != nil {
+		_ = hs.Close()
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.mu.Lock()
+	for _, st := range s.streams {
+		st.closeFiles()
+	}
+	s.mu.Unlock()
+}
+
+func (s *Server) now() time.Time { return s.opts.Now() }
+
+func (s *Server) newRequestID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d", hex.EncodeToString(b[:]), s.requestID.Add(1))
+}
+
+// ServeHTTP routes control-plane and data-plane calls.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reqID := s.newRequestID()
+	if s.isDown503() {
+		writeAPIError(w, reqID, &apiError{http.StatusServiceUnavailable, excServiceUnavailable, "Service Unavailable"})
+		return
+	}
+	if r.Method != http.MethodPost {
+		writeAPIError(w, reqID, &apiError{http.StatusMethodNotAllowed, excUnknownOperation, "only POST is served"})
+		return
+	}
+	if r.URL.Path == "/putMedia" {
+		s.handlePutMedia(w, r, reqID)
+		return
+	}
+	op, ok := controlOps[r.URL.Path]
+	if !ok {
+		writeAPIError(w, reqID, &apiError{http.StatusNotFound, excUnknownOperation, "unknown operation " + r.URL.Path})
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxControlBody+1))
+	if err != nil || len(body) > maxControlBody {
+		writeAPIError(w, reqID, errInvalidArg("request body unreadable or larger than %d bytes", maxControlBody))
+		return
+	}
+	hash := sha256Hex(body)
+	if h := r.Header.Get("X-Amz-Content-Sha256"); h != "" && h != hash {
+		writeAPIError(w, reqID, &apiError{http.StatusBadRequest, excInvalidSignature, "The provided 'x-amz-content-sha256' header does not match what was computed."})
+		return
+	}
+	if _, aerr := s.verify(r, hash); aerr != nil {
+		s.log.Info("kvslocal: rejected", "op", r.URL.Path, "type", aerr.Type, "msg", aerr.Message)
+		writeAPIError(w, reqID, aerr)
+		return
+	}
+	resp, aerr := op(s, body)
+	if aerr != nil {
+		s.log.Info("kvslocal: control-plane error", "op", r.URL.Path, "type", aerr.Type, "msg", aerr.Message)
+		writeAPIError(w, reqID, aerr)
+		return
+	}
+	writeJSON(w, reqID, resp)
+}
+
+// errServerClosed is returned by helpers once Close has run.
+var errServerClosed = errors.New("kvslocal: server closed")

@@ -1,0 +1,297 @@
+package kvslocal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Fragment is what the server recorded about one fragment it acknowledged
+// as RECEIVED. It is also one line of <Dir>/<stream>/fragments.jsonl.
+type Fragment struct {
+	Stream         string `json:"stream"`
+	Connection     int    `json:"connection"`      // 1-based PutMedia connection number on this stream
+	FragmentNumber string `json:"fragment_number"` // as sent in the ACKs
+	// Timecode is the Cluster Timecode as sent (TimecodeScale units,
+	// epoch ms for ABSOLUTE streams at the usual 1 ms scale); ACKs echo it.
+	Timecode int64 `json:"timecode"`
+	// ProducerTime is the fragment's absolute start (RELATIVE timecodes
+	// have the producer start timestamp added), in epoch ms.
+	ProducerTime  int64             `json:"producer_time_ms"`
+	DurationMs    int64             `json:"duration_ms"` // first to last frame start
+	Frames        int               `json:"frames"`
+	KeyFrames     int               `json:"key_frames"`
+	Bytes         int               `json:"bytes"` // Cluster element, header and all
+	KeyFrameFirst bool              `json:"key_frame_first"`
+	SHA256        string            `json:"sha256"` // of the Cluster bytes as received
+	Tags          map[string]string `json:"tags,omitempty"`
+	File          string            `json:"file,omitempty"` // MKV file the cluster was appended to
+	ReceivedAt    time.Time         `json:"received_at"`
+	Persisted     bool              `json:"persisted"`
+}
+
+// Ack is one event the server sent on a PutMedia response.
+type Ack struct {
+	Connection       int
+	EventType        string
+	FragmentTimecode int64
+	FragmentNumber   string
+	ErrorID          int
+	ErrorCode        string
+	At               time.Time
+}
+
+// stream is the server's state for one stream name.
+type stream struct {
+	server *Server
+	name   string
+	info   StreamInfo        // guarded by server.mu
+	tags   map[string]string // guarded by server.mu
+
+	controlRate, putRate tokenBucket
+	faults               faults
+
+	mu        sync.Mutex
+	active    *session
+	conns     int
+	fragments []Fragment
+	acks      []Ack
+	changed   chan struct{} // closed and replaced on every change
+	bandwidth tokenBucket
+	fragRate  tokenBucket
+	jsonl     *os.File
+}
+
+// notifyLocked wakes waiters; st.mu must be held.
+func (st *stream) notifyLocked() {
+	close(st.changed)
+	st.changed = make(chan struct{})
+}
+
+func (st *stream) notifyDeleted() {
+	st.mu.Lock()
+	a := st.active
+	st.mu.Unlock()
+	if a != nil {
+		a.abort(&mkvError{Code: ErrStreamNotActive, Msg: "the stream was deleted", Timecode: -1})
+	}
+}
+
+func (st *stream) closeFiles() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.jsonl != nil {
+		_ = st.jsonl.Close()
+		st.jsonl = nil
+	}
+}
+
+func (st *stream) dir() string {
+	name := st.name
+	if name == "." || name == ".." {
+		name = "_" + name
+	}
+	return filepath.Join(st.server.opts.Dir, name)
+}
+
+func (st *stream) record(f Fragment) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.fragments = append(st.fragments, f)
+	st.notifyLocked()
+	if st.server.opts.Dir == "" {
+		return nil
+	}
+	if st.jsonl == nil {
+		if err := os.MkdirAll(st.dir(), 0o755); err != nil {
+			return err
+		}
+		fh, err := os.OpenFile(filepath.Join(st.dir(), "fragments.jsonl"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		st.jsonl = fh
+	}
+	b, _ := json.Marshal(f)
+	_, err := st.jsonl.Write(append(b, '\n'))
+	return err
+}
+
+func (st *stream) markPersisted(number string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for i := len(st.fragments) - 1; i >= 0; i-- {
+		if st.fragments[i].FragmentNumber == number {
+			st.fragments[i].Persisted = true
+			break
+		}
+	}
+	st.notifyLocked()
+}
+
+func (st *stream) addAck(a Ack) {
+	st.mu.Lock()
+	st.acks = append(st.acks, a)
+	st.notifyLocked()
+	st.mu.Unlock()
+}
+
+// tokenBucket is a small rate limiter; rate <= 0 means unlimited.
+type tokenBucket struct {
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+	init   bool
+}
+
+func (b *tokenBucket) refill(now time.Time, rate, burst float64) {
+	if !b.init {
+		b.tokens, b.last, b.init = burst, now, true
+		return
+	}
+	if d := now.Sub(b.last).Seconds(); d > 0 {
+		b.tokens += d * rate
+		if b.tokens > burst {
+			b.tokens = burst
+		}
+		b.last = now
+	}
+}
+
+// allow takes one token if there is one.
+func (b *tokenBucket) allow(now time.Time, rate float64) bool {
+	if rate <= 0 {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill(now, rate, rate)
+	if b.tokens >= 1 {
+		b.tokens--
+		return true
+	}
+	return false
+}
+
+// reserve takes n tokens (going into debt) and says how long to wait
+// before the debt is paid; burst is one second's worth.
+func (b *tokenBucket) reserve(now time.Time, rate, n float64) time.Duration {
+	if rate <= 0 {
+		return 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refill(now, rate, rate)
+	b.tokens -= n
+	if b.tokens >= 0 {
+		return 0
+	}
+	return time.Duration(-b.tokens / rate * float64(time.Second))
+}
+
+func (s *Server) findStream(name string) *stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streams[name]; st != nil {
+		return st
+	}
+	for i := len(s.deleted) - 1; i >= 0; i-- {
+		if s.deleted[i].name == name {
+			return s.deleted[i]
+		}
+	}
+	return nil
+}
+
+// Fragments returns the fragments a stream received (RECEIVED acks sent),
+// in order, across all its connections.
+func (s *Server) Fragments(name string) []Fragment {
+	st := s.findStream(name)
+	if st == nil {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return append([]Fragment(nil), st.fragments...)
+}
+
+// Acks returns every ACK event sent on the stream's PutMedia responses.
+func (s *Server) Acks(name string) []Ack {
+	st := s.findStream(name)
+	if st == nil {
+		return nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return append([]Ack(nil), st.acks...)
+}
+
+// Connections returns how many PutMedia connections the stream accepted.
+func (s *Server) Connections(name string) int {
+	st := s.findStream(name)
+	if st == nil {
+		return 0
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.conns
+}
+
+// Connected reports whether a PutMedia connection is open on the stream.
+func (s *Server) Connected(name string) bool {
+	st := s.findStream(name)
+	if st == nil {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.active != nil
+}
+
+// Wait blocks until cond, called with the stream's fragments and acks
+// after every change, returns true, or ctx ends.
+func (s *Server) Wait(ctx context.Context, name string, cond func(frags []Fragment, acks []Ack) bool) error {
+	for {
+		st := s.findStream(name)
+		if st == nil {
+			return fmt.Errorf("kvslocal: wait on stream %q: no such stream", name)
+		}
+		st.mu.Lock()
+		ok := cond(st.fragments, st.acks)
+		ch := st.changed
+		st.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("kvslocal: wait on stream %q: %w", name, ctx.Err())
+		}
+	}
+}
+
+// WaitFragments waits until the stream has received at least n fragments.
+func (s *Server) WaitFragments(ctx context.Context, name string, n int) ([]Fragment, error) {
+	err := s.Wait(ctx, name, func(f []Fragment, _ []Ack) bool { return len(f) >= n })
+	return s.Fragments(name), err
+}
+
+// WaitAck waits for an ACK matching match and returns it.
+func (s *Server) WaitAck(ctx context.Context, name string, match func(Ack) bool) (Ack, error) {
+	var found Ack
+	err := s.Wait(ctx, name, func(_ []Fragment, acks []Ack) bool {
+		for _, a := range acks {
+			if match(a) {
+				found = a
+				return true
+			}
+		}
+		return false
+	})
+	return found, err
+}
