@@ -129,6 +129,11 @@ type Config struct {
 	Clock Clock
 	// DialTimeout and TLSTimeout bound connection set-up.
 	DialTimeout, TLSTimeout time.Duration
+	// NoEndOfFragment stops the sender from ending a fragment with the
+	// end-of-fragment tag when nothing follows it yet. The tag lets the
+	// service acknowledge a live fragment at once instead of when the
+	// next one starts.
+	NoEndOfFragment bool
 	// UserAgent is sent with PutMedia; empty means "kvscamd".
 	UserAgent string
 }

@@ -171,6 +171,16 @@ func (c *conn) write(cur item) {
 			c.finish(c.writeErr(err))
 			return
 		}
+		if !s.cfg.NoEndOfFragment && !s.moreReady(cur.id+1) {
+			// Nothing to follow right now: tell the service the fragment
+			// is complete so it is acknowledged now rather than when the
+			// next one starts (a whole fragment duration later).
+			c.arm()
+			if err := c.writeBytes(endOfFragmentTag); err != nil {
+				c.finish(c.writeErr(err))
+				return
+			}
+		}
 		if why := c.rotateReason(); why != "" {
 			c.closeBody(why)
 			return
@@ -247,6 +257,9 @@ func (c *conn) sendFragment(it item) error {
 	c.order = append(c.order, fl)
 	c.mu.Unlock()
 
+	if s.testHookSend != nil {
+		s.testHookSend(it.id)
+	}
 	b := it.f.Cluster
 	for len(b) > 0 {
 		n := min(len(b), chunkSize)
@@ -278,6 +291,30 @@ func (c *conn) writeBytes(b []byte) error {
 	c.mu.Unlock()
 	return err
 }
+
+// arm starts the RECEIVED deadline of every fragment written completely.
+func (c *conn) arm() {
+	now := time.Now()
+	c.mu.Lock()
+	for _, f := range c.order {
+		if f.armed.IsZero() && !f.done.IsZero() {
+			f.armed = now
+		}
+	}
+	c.mu.Unlock()
+}
+
+// endOfFragmentTag is a segment-level Tags element holding the
+// AWS_KINESISVIDEO_END_OF_FRAGMENT tag with an empty value. It ends the
+// open Cluster; the service treats it as the end of the fragment.
+var endOfFragmentTag = func() []byte {
+	name := "AWS_KINESISVIDEO_END_OF_FRAGMENT"
+	simple := append([]byte{0x45, 0xA3, 0x80 | byte(len(name))}, name...) // TagName
+	simple = append(simple, 0x44, 0x87, 0x80)                              // TagString ""
+	tag := append([]byte{0x67, 0xC8, 0x80 | byte(len(simple))}, simple...) // SimpleTag
+	tags := append([]byte{0x73, 0x73, 0x80 | byte(len(tag))}, tag...)      // Tag
+	return append([]byte{0x12, 0x54, 0xC3, 0x67, 0x80 | byte(len(tags))}, tags...)
+}()
 
 // closeBody ends the request body on purpose and waits for the service to
 // acknowledge what is in flight and end the response.

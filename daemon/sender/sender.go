@@ -48,6 +48,10 @@ type Sender struct {
 	lastErrT time.Time
 	latency  []time.Duration // fragment ready -> RECEIVED, for benchmarks
 
+	// testHookSend, when set, is called before a fragment's first byte
+	// is written.
+	testHookSend func(ring.ID)
+
 	connections, sent, acks, skipped, received, bytesSent atomic.Uint64
 	running                                               atomic.Bool
 }
@@ -307,6 +311,16 @@ func (s *Sender) nextToSend(ctx context.Context, from ring.ID) (item, error) {
 		}
 		return item{id: id, f: f, ready: time.Now()}, nil
 	}
+}
+
+// moreReady reports whether a fragment at or after from is already in the
+// ring (or, in record mode, requested), so the writer will not wait.
+func (s *Sender) moreReady(from ring.ID) bool {
+	if s.cfg.Mode == ModeRecord {
+		_, ok := s.nextWanted(from)
+		return ok
+	}
+	return s.cfg.Ring.NextID() > from
 }
 
 func (s *Sender) nextWanted(from ring.ID) (ring.ID, bool) {
