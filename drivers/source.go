@@ -69,17 +69,23 @@ type Counters struct {
 func (c *Counters) Offer(out chan<- Frame, f Frame) bool {
 	select {
 	case out <- f:
-		c.frames.Add(1)
-		n := 0
-		for _, nalu := range f.NALUs {
-			n += len(nalu)
-		}
-		c.bytes.Add(uint64(n))
+		c.Delivered(f)
 		return true
 	default:
 		c.dropped.Add(1)
 		return false
 	}
+}
+
+// Delivered counts a frame handed over by other means than Offer, such as
+// a blocking send from a source that may wait.
+func (c *Counters) Delivered(f Frame) {
+	c.frames.Add(1)
+	n := 0
+	for _, nalu := range f.NALUs {
+		n += len(nalu)
+	}
+	c.bytes.Add(uint64(n))
 }
 
 // CountError records a recovered capture error.

@@ -1,9 +1,11 @@
 package fragmenter
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -119,5 +121,34 @@ func (f *Fragment) UnmarshalBinary(b []byte) error {
 		Header:   b[fragmentFixed : fragmentFixed+hl : fragmentFixed+hl],
 		Cluster:  b[fragmentFixed+hl:],
 	}
+	return nil
+}
+
+// FileWriter writes fragments to w as one Matroska file: a fragment's
+// header is written whenever it differs from the previous fragment's, so
+// a change of codec parameters starts a new Segment.
+type FileWriter struct {
+	w      io.Writer
+	header []byte
+	// Fragments and Frames count what was written.
+	Fragments, Frames int
+}
+
+// NewFileWriter returns a FileWriter that writes to w.
+func NewFileWriter(w io.Writer) *FileWriter { return &FileWriter{w: w} }
+
+// WriteFragment appends one fragment.
+func (fw *FileWriter) WriteFragment(f *Fragment) error {
+	if !bytes.Equal(f.Header, fw.header) {
+		if _, err := fw.w.Write(f.Header); err != nil {
+			return fmt.Errorf("fragment %d: write header: %w", f.Timecode, err)
+		}
+		fw.header = bytes.Clone(f.Header)
+	}
+	if _, err := fw.w.Write(f.Cluster); err != nil {
+		return fmt.Errorf("fragment %d: write cluster: %w", f.Timecode, err)
+	}
+	fw.Fragments++
+	fw.Frames += f.Frames
 	return nil
 }

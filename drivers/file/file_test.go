@@ -1,0 +1,112 @@
+package file
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvscamd/kvscamd/drivers"
+	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/internal/testclips"
+)
+
+var start = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+
+func TestReplayAsFastAsTaken(t *testing.T) {
+	clip := testclips.Get("high-aud.h264")
+	src, err := New(Config{Path: clip.Path(), FPS: 30, Start: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan drivers.Frame) // unbuffered: the source must wait
+	done := make(chan error, 1)
+	go func() { done <- src.Run(t.Context(), out); close(out) }()
+	k := 0
+	keys := 0
+	for fr := range out {
+		if fr.Seq != uint64(k) || !fr.Time.Equal(start.Add(time.Duration(k)*time.Second/30)) {
+			t.Fatalf("frame %d: seq %d at %v", k, fr.Seq, fr.Time)
+		}
+		if fr.Key != h264.IsIDR(fr.NALUs) {
+			t.Fatalf("frame %d: key flag %v", k, fr.Key)
+		}
+		if fr.Key {
+			keys++
+		}
+		k++
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	st := src.Stats()
+	if k != clip.Frames || keys != clip.IDRs || st.Frames != uint64(k) || st.Dropped != 0 {
+		t.Fatalf("%d frames, %d keys, stats %+v", k, keys, st)
+	}
+}
+
+func TestLoopKeepsCounting(t *testing.T) {
+	clip := testclips.Get("multislice.h264")
+	src, err := New(Config{Path: clip.Path(), FPS: 25, Start: start, Loop: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	out := make(chan drivers.Frame)
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, out) }()
+	want := 2*clip.Frames + 10
+	var last time.Time
+	for k := range want {
+		fr := <-out
+		if fr.Seq != uint64(k) || !fr.Time.After(last) && k > 0 {
+			t.Fatalf("frame %d: seq %d at %v after %v", k, fr.Seq, fr.Time, last)
+		}
+		last = fr.Time
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+	if got := last.Sub(start); got != time.Duration(want-1)*time.Second/25 {
+		t.Fatalf("last frame at +%v", got)
+	}
+}
+
+// TestRealtimeDropsWhenReceiverIsBusy runs a realtime replay whose clock
+// is already past every frame's time and whose receiver never reads:
+// every frame is dropped and counted, and the source does not block.
+func TestRealtimeDropsWhenReceiverIsBusy(t *testing.T) {
+	clip := testclips.Get("high-aud.h264")
+	src, err := New(Config{Path: clip.Path(), FPS: 30, Start: start, Realtime: true,
+		Now: func() time.Time { return start.Add(time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Run(t.Context(), make(chan drivers.Frame)); err != nil {
+		t.Fatal(err)
+	}
+	if st := src.Stats(); st.Dropped != uint64(clip.Frames) || st.Frames != 0 {
+		t.Fatalf("stats %+v, want all %d dropped", st, clip.Frames)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	dir := t.TempDir()
+	text := filepath.Join(dir, "notes.txt")
+	os.WriteFile(text, []byte("not a video"), 0o644)
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Path: testclips.Get("high-aud.h264").Path(), FPS: 0}, "fps 0 out of range"},
+		{Config{Path: filepath.Join(dir, "none.h264"), FPS: 30}, "set path"},
+		{Config{Path: text, FPS: 30}, "not an Annex-B H.264 stream"},
+	} {
+		if _, err := New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("New(%+v) = %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
