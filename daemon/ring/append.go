@@ -391,6 +391,12 @@ func (r *Ring) punchAckedLocked(s *segment) {
 	s.acked = 0
 	r.st.EvictedAcked += uint64(len(gone))
 	r.writeIndexLocked(s)
+	if !s.punched {
+		// Holes split the file's extents; once more than fit into the inode
+		// the filesystem needs an extent block, which counts as space too.
+		s.punched = true
+		s.alloc += blockSize
+	}
 	for _, e := range gone {
 		if err := punchHole(s.f, e.off, e.size()); err != nil {
 			if isNotSupported(err) {

@@ -114,7 +114,7 @@ type entry struct {
 	acked bool
 }
 
-func (e *entry) size() int64     { return recHeaderSize + int64(e.plen) }
+func (e *entry) size() int64      { return recHeaderSize + int64(e.plen) }
 func (e *entry) start() time.Time { return time.UnixMilli(e.tc) }
 func (e *entry) end() time.Time   { return e.start().Add(e.dur) }
 
@@ -133,9 +133,10 @@ type segment struct {
 	idxAlloc int64 // accounted bytes of its index file (sealed segments)
 	prealloc bool  // size is reserved on disk
 	sealed   bool
-	count    int // records in the index
+	punched  bool // holes were punched into it since Open
+	count    int  // records in the index
 	unacked  int
-	acked    int // acknowledged records still stored
+	acked    int   // acknowledged records still stored
 	newest   int64 // latest fragment end in epoch ms
 	refs     int   // readers inside the file
 	gone     bool  // evicted or ring closed: close f when refs reaches 0

@@ -8,10 +8,10 @@ import "os"
 // elsewhere (for editors and cross checks).
 
 func preallocate(f *os.File, size int64) (bool, error) { return false, nil }
-func punchHole(f *os.File, off, n int64) error          { return errNotSupported }
-func isNotSupported(err error) bool                     { return err == errNotSupported }
-func datasync(f *os.File) error                         { return f.Sync() }
-func lockFile(f *os.File) error                         { return nil }
-func allocated(fi os.FileInfo) int64                    { return roundUp(fi.Size(), blockSize) }
-func nextData(f *os.File, off int64) int64              { return off }
-func isNoSpace(err error) bool                          { return false }
+func punchHole(f *os.File, off, n int64) error         { return errNotSupported }
+func isNotSupported(err error) bool                    { return err == errNotSupported }
+func datasync(f *os.File) error                        { return f.Sync() }
+func lockFile(f *os.File) error                        { return nil }
+func allocated(fi os.FileInfo) int64                   { return roundUp(fi.Size(), blockSize) }
+func nextData(f *os.File, off int64) int64             { return off }
+func isNoSpace(err error) bool                         { return false }
