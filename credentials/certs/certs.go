@@ -59,8 +59,15 @@ func ClientTLSConfig(f Files, serverName string, now time.Time) (*tls.Config, er
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: []tls.Certificate{pair},
-		RootCAs:      pool,
-		ServerName:   serverName,
+		// Always present the device certificate. With only Certificates
+		// set, crypto/tls sends none when the server's list of acceptable
+		// CAs does not name the issuer, and the server's answer ("certificate
+		// required") then hides what is wrong with the certificate.
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &pair, nil
+		},
+		RootCAs:    pool,
+		ServerName: serverName,
 	}, nil
 }
 
@@ -169,11 +176,8 @@ func LoadCertificates(file, what string) ([]*x509.Certificate, error) {
 }
 
 // LoadPrivateKey reads an unencrypted PEM private key (PKCS #8, PKCS #1 or
-// SEC 1) after checking that only its owner can read the file.
+// SEC 1) and refuses it if anyone but its owner can read the file.
 func LoadPrivateKey(file string) (crypto.Signer, error) {
-	if err := CheckKeyMode(file); err != nil {
-		return nil, err
-	}
 	data, err := readFile(file, "private key")
 	if err != nil {
 		return nil, err
@@ -187,12 +191,20 @@ func LoadPrivateKey(file string) (crypto.Signer, error) {
 			break
 		}
 		if block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED") {
+			if err := CheckKeyMode(file); err != nil {
+				return nil, err
+			}
 			return nil, fmt.Errorf("certs: private key %s is encrypted with a passphrase; store it unencrypted "+
 				"(openssl pkey -in %s -out key.pem) and protect it with chmod 600", file, file)
 		}
 		if !strings.HasSuffix(block.Type, "PRIVATE KEY") {
 			others = append(others, block.Type)
 			continue
+		}
+		// The mode matters only once the file really holds a key; a swapped
+		// certificate should not first earn a chmod hint.
+		if err := CheckKeyMode(file); err != nil {
+			return nil, err
 		}
 		key, err := parseKey(block.Bytes)
 		if err != nil {
