@@ -72,7 +72,9 @@ func el(id uint32, parts ...[]byte) []byte {
 	return append(append(idBytes(id), sz[:]...), body...)
 }
 
-func elUnknown(id uint32) []byte { return append(idBytes(id), 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF) }
+func elUnknown(id uint32) []byte {
+	return append(idBytes(id), 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF)
+}
 
 func uintEl(id uint32, v uint64) []byte {
 	var b [8]byte
@@ -317,14 +319,14 @@ type pmOpts struct {
 }
 
 type pmConn struct {
-	tb      testing.TB
-	pw      *io.PipeWriter
-	resp    *http.Response
-	events  chan ackMsg
-	done    chan error
-	raw     *bytes.Buffer
-	rawMu   sync.Mutex
-	wrErr   error
+	tb     testing.TB
+	pw     *io.PipeWriter
+	resp   *http.Response
+	events chan ackMsg
+	done   chan error
+	raw    *bytes.Buffer
+	rawMu  sync.Mutex
+	wrErr  error
 }
 
 // openPutMedia starts a PutMedia request whose body the test writes with

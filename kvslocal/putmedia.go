@@ -43,6 +43,10 @@ const (
 	EventIdle      = "IDLE"
 )
 
+// errorDrainTime bounds how long the body is still read (and discarded)
+// after an ERROR ack.
+const errorDrainTime = 2 * time.Second
+
 var (
 	errDropped = errors.New("connection dropped (injected)")
 	errIdle    = errors.New("idle timeout")
@@ -160,6 +164,9 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("x-amzn-RequestId", reqID)
+	// One PutMedia per TCP connection: when it ends the server closes the
+	// connection rather than parse leftover body bytes as a request.
+	h.Set("Connection", "close")
 	w.WriteHeader(http.StatusOK)
 	_ = ss.rc.Flush()
 	s.log.Info("kvslocal: PutMedia connected", "stream", st.name, "connection", ss.num, "relative", relative)
@@ -218,9 +225,16 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 		}
 		return
 	}
+	if errors.As(err, &me) {
+		// Give the producer a moment to see the ERROR and stop sending:
+		// closing a socket with unread data resets it, and the reset can
+		// destroy the ACK before the client reads it.
+		_ = ss.rc.SetReadDeadline(time.Now().Add(errorDrainTime))
+		_, _ = io.Copy(io.Discard, r.Body)
+	}
 	if err != nil {
-		// End the response and make the server close the connection
-		// instead of waiting for the rest of a body nobody will read.
+		// End the response now instead of waiting for the rest of a body
+		// nobody will read.
 		_ = ss.rc.SetReadDeadline(time.Now())
 	}
 }
