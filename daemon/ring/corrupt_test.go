@@ -114,7 +114,7 @@ func TestRecoveryFromDamage(t *testing.T) {
 	cases := []struct {
 		name    string
 		damage  func(t *testing.T, dir string, es []entry) ID // returns the id that must be missing, or 0
-		corrupt uint64                                         // CorruptSkipped after reading all
+		corrupt uint64                                        // CorruptSkipped after reading all
 		torn    uint64
 	}{
 		{"tail cut inside the last record", func(t *testing.T, dir string, es []entry) ID {
