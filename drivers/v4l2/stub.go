@@ -1,0 +1,20 @@
+//go:build !(linux && cgo)
+
+package v4l2
+
+import (
+	"errors"
+
+	"github.com/kvscamd/kvscamd/drivers"
+)
+
+// ErrUnavailable is returned by New in builds without cgo.
+var ErrUnavailable = errors.New("v4l2: built without cgo: V4L2 unavailable, rebuild with CGO_ENABLED=1 (and CC set to the target's C compiler)")
+
+// New reports that this build cannot capture from V4L2 devices.
+func New(cfg Config) (drivers.Source, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return nil, ErrUnavailable
+}

@@ -1,0 +1,194 @@
+//go:build vmtest && linux && cgo
+
+// These tests need real V4L2 devices and run inside the test VM (see
+// vmtest/): /dev/video0 is vivid (raw formats only), /dev/video10 is a
+// v4l2loopback device fed by vmtest/writer.
+package v4l2
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvscamd/kvscamd/drivers"
+	"github.com/kvscamd/kvscamd/drivers/clock"
+	"github.com/kvscamd/kvscamd/h264"
+)
+
+func vmEnv(t *testing.T, key, def string) string {
+	t.Helper()
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func readClip(t *testing.T, path string) [][][]byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var aus [][][]byte
+	r := h264.NewReader(bytes.NewReader(data))
+	for {
+		au, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return aus
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		aus = append(aus, au)
+	}
+}
+
+func TestVMLoopbackH264FrameExact(t *testing.T) {
+	clip := vmEnv(t, "KV_CLIP", "/clip.h264")
+	dev := vmEnv(t, "KV_LOOP_DEV", "/dev/video10")
+	want := readClip(t, clip)
+
+	writer := exec.Command(vmEnv(t, "KV_WRITER", "/writer"), "-dev", dev, "-clip", clip, "-fps", "30")
+	writer.Stderr = os.Stderr
+	toWriter, err := writer.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromWriter, err := writer.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Wait()    //nolint:errcheck
+	defer toWriter.Close() //nolint:errcheck
+	lines := bufio.NewScanner(fromWriter)
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "primed") {
+		t.Fatalf("writer did not prime the device: %q", lines.Text())
+	}
+
+	src, err := newSource(Config{
+		Device: dev, Width: 320, Height: 240, FPS: 30, Bitrate: 1_000_000,
+		KeyframeInterval: time.Second, Profile: "high",
+		Clock: clock.System{Mode: clock.SyncTrust},
+		Log:   slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan drivers.Frame, len(want)+8)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, out) }()
+
+	deadline := time.After(120 * time.Second)
+	var got []drivers.Frame
+	for len(got) < len(want) {
+		select {
+		case f := <-out:
+			got = append(got, f)
+			if len(got) == 1 { // the primed unit arrived: let the writer go on
+				if _, err := io.WriteString(toWriter, "go\n"); err != nil {
+					t.Fatal(err)
+				}
+			}
+		case err := <-done:
+			t.Fatalf("Run ended after %d frames: %v", len(got), err)
+		case <-deadline:
+			t.Fatalf("captured %d of %d access units; stats %+v", len(got), len(want), src.Stats())
+		}
+	}
+	if !lines.Scan() || lines.Text() != "done" {
+		t.Fatalf("writer: %q", lines.Text())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+
+	keys := 0
+	for i, f := range got {
+		w := want[i]
+		if f.Seq != uint64(i) {
+			t.Fatalf("frame %d: seq %d", i, f.Seq)
+		}
+		if len(f.NALUs) != len(w) {
+			t.Fatalf("frame %d: %d NAL units, clip has %d", i, len(f.NALUs), len(w))
+		}
+		for j := range w {
+			if !bytes.Equal(f.NALUs[j], w[j]) {
+				t.Fatalf("frame %d NAL unit %d differs from the clip", i, j)
+			}
+		}
+		if f.Key != h264.IsIDR(w) {
+			t.Fatalf("frame %d: key %v, clip says %v", i, f.Key, h264.IsIDR(w))
+		}
+		if f.Key {
+			keys++
+		}
+		if i > 0 && (!f.Time.After(got[i-1].Time) || f.Mono <= got[i-1].Mono) {
+			t.Fatalf("frame %d: time %v / mono %v not after %v / %v", i, f.Time, f.Mono, got[i-1].Time, got[i-1].Mono)
+		}
+	}
+	if keys == 0 {
+		t.Fatal("no key frame found")
+	}
+	st := src.Stats()
+	if st.Dropped != 0 || st.Frames != uint64(len(want)) {
+		t.Fatalf("stats %+v, want %d frames and no drops", st, len(want))
+	}
+	t.Logf("captured %d access units (%d key frames) byte-exact, %d bytes, span %v",
+		len(got), keys, st.Bytes, got[len(got)-1].Time.Sub(got[0].Time))
+}
+
+func TestVMVividOffersNoH264(t *testing.T) {
+	dev := vmEnv(t, "KV_VIVID_DEV", "/dev/video0")
+	src, err := New(Config{Device: dev, Width: 640, Height: 480, FPS: 30,
+		Clock: clock.System{Mode: clock.SyncTrust}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	err = src.Run(ctx, make(chan drivers.Frame, 1))
+	if !errors.Is(err, ErrNoH264) {
+		t.Fatalf("Run = %v, want ErrNoH264", err)
+	}
+	for _, s := range []string{dev, "vivid", "YUYV"} {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error lacks %q: %v", s, err)
+		}
+	}
+	t.Logf("error: %v", err)
+}
+
+func TestVMMissingDeviceIsRetried(t *testing.T) {
+	src, err := newSource(Config{Device: "/dev/video99", Width: 320, Height: 240, FPS: 30,
+		Clock: clock.System{Mode: clock.SyncTrust}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, make(chan drivers.Frame, 1)) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for src.Stats().Errors < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("errors counted: %d", src.Stats().Errors)
+		}
+		time.Sleep(5 * time.Millisecond) // polling a real condition
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}

@@ -1,0 +1,117 @@
+//go:build linux && amd64
+
+// Command writer feeds an Annex-B H.264 clip into the output side of a
+// v4l2loopback device, one access unit per write(2), for the V4L2 VM test.
+//
+// Protocol on stdin/stdout, so the test controls timing without sleeping:
+// the writer sets the format, writes the first access unit (v4l2loopback's
+// capture side only works after that) and prints "primed". After the test
+// has seen that frame arrive it sends a line on stdin; the writer then
+// writes the remaining access units at -fps and prints "done".
+//
+// It is pure Go (raw ioctl) so that it links statically without cgo; the
+// struct layout below is the 64-bit one.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kvscamd/kvscamd/h264"
+)
+
+// struct v4l2_format with a v4l2_pix_format in its 200-byte union, which is
+// 8-byte aligned on 64-bit kernels.
+type v4l2Format struct {
+	typ uint32
+	_   uint32
+	pix [12]uint32 // width, height, pixelformat, field, bytesperline, sizeimage, ...
+	_   [200 - 48]byte
+}
+
+const (
+	bufTypeVideoOutput = 2
+	fieldNone          = 1
+	pixFmtH264         = 'H' | '2'<<8 | '6'<<16 | '4'<<24
+	// VIDIOC_S_FMT = _IOWR('V', 5, struct v4l2_format)
+	vidiocSFmt = 3<<30 | uint(unsafe.Sizeof(v4l2Format{}))<<16 | 'V'<<8 | 5
+)
+
+func main() {
+	dev := flag.String("dev", "/dev/video10", "v4l2loopback device")
+	clip := flag.String("clip", "", "Annex-B H.264 clip")
+	width := flag.Int("width", 320, "picture width")
+	height := flag.Int("height", 240, "picture height")
+	fps := flag.Int("fps", 30, "write rate after the first access unit")
+	flag.Parse()
+	if err := run(*dev, *clip, *width, *height, *fps); err != nil {
+		fmt.Fprintln(os.Stderr, "writer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(dev, clip string, width, height, fps int) error {
+	data, err := os.ReadFile(clip)
+	if err != nil {
+		return err
+	}
+	var aus [][]byte
+	maxAU := 0
+	r := h264.NewReader(bytes.NewReader(data))
+	for {
+		au, err := r.Next()
+		if err != nil {
+			break
+		}
+		var b []byte
+		for _, n := range au {
+			b = append(b, 0, 0, 0, 1)
+			b = append(b, n...)
+		}
+		aus = append(aus, b)
+		maxAU = max(maxAU, len(b))
+	}
+	if len(aus) < 2 {
+		return fmt.Errorf("%s: %d access units", clip, len(aus))
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var fmtReq v4l2Format
+	fmtReq.typ = bufTypeVideoOutput
+	fmtReq.pix[0], fmtReq.pix[1], fmtReq.pix[2], fmtReq.pix[3] = uint32(width), uint32(height), pixFmtH264, fieldNone
+	fmtReq.pix[5] = uint32(max(maxAU, width*height*3/2))
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), uintptr(vidiocSFmt), uintptr(unsafe.Pointer(&fmtReq))); e != 0 {
+		return fmt.Errorf("VIDIOC_S_FMT output H264 %dx%d: %w", width, height, e)
+	}
+	if _, err := f.Write(aus[0]); err != nil {
+		return fmt.Errorf("write access unit 0: %w", err)
+	}
+	fmt.Println("primed", len(aus))
+	stdin := bufio.NewReader(os.Stdin)
+	if _, err := stdin.ReadString('\n'); err != nil {
+		return fmt.Errorf("waiting for go: %w", err)
+	}
+	tick := time.NewTicker(time.Second / time.Duration(fps))
+	defer tick.Stop()
+	for i, au := range aus[1:] {
+		<-tick.C
+		if _, err := f.Write(au); err != nil {
+			return fmt.Errorf("write access unit %d: %w", i+1, err)
+		}
+	}
+	fmt.Println("done")
+	// Keep the device open until told to quit, so the reader does not
+	// see the producer vanish while it drains.
+	stdin.ReadString('\n') //nolint:errcheck
+	return nil
+}
