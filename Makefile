@@ -13,7 +13,7 @@ FUZZTIME   ?= 10s
 # (module v0.7.0) needs Go >= 1.25, like this module, and handles Go 1.26.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: all build test test-go bench lint fuzz clean
+.PHONY: all build test test-go test-systemd bench lint fuzz clean
 
 all: build
 
@@ -23,10 +23,15 @@ build:
 # Further test targets are added as prerequisites of test, e.g.
 #   test: test-vm
 test: test-go
+test: test-systemd
 
 test-go:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+# Unit, sysusers and tmpfiles checks; needs systemd-analyze (package systemd).
+test-systemd: build
+	bash systemd/verify.sh $(BIN)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
