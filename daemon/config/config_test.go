@@ -435,3 +435,30 @@ func BenchmarkParseExample(b *testing.B) {
 		}
 	}
 }
+
+// A configuration written out with the TOML encoder (as a shadow report or
+// "effective configuration" dump would) reads back unchanged.
+func TestEncodeRoundTrip(t *testing.T) {
+	c := mustParse(t, minimal+`
+[[stream]]
+driver = "exec"
+command = ["ffmpeg", "-i", "x"]
+ring_size = "1536MiB"
+upload_rate_limit = "3MB/s"
+keyframe_interval = "1500ms"
+[[stream]]
+name = "two"
+mode = "record"
+`)
+	var buf strings.Builder
+	if err := toml.NewEncoder(&buf).Encode(c); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse([]byte(buf.String()))
+	if err != nil {
+		t.Fatalf("re-parse: %v\n%s", err, buf.String())
+	}
+	if !reflect.DeepEqual(back, c) {
+		t.Errorf("round trip changed the config:\n got %+v\nwant %+v\nencoded:\n%s", back, c, buf.String())
+	}
+}
