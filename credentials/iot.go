@@ -94,12 +94,16 @@ func (p *IoTProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 		if err == nil {
 			return creds, nil
 		}
+		if ctx.Err() != nil {
+			// Whatever happened on the wire, the caller gave up first.
+			return aws.Credentials{}, p.newError(0, "", "request abandoned", "", false, ctx.Err())
+		}
 		var e *Error
 		if !errors.As(err, &e) {
 			e = p.newError(0, "", "request failed", "", false, err)
 		}
 		e.Attempts = attempt
-		if !e.Retryable || attempt >= p.cfg.MaxAttempts || ctx.Err() != nil {
+		if !e.Retryable || attempt >= p.cfg.MaxAttempts {
 			return aws.Credentials{}, e
 		}
 		wait := backoff(p.cfg.RetryBase, p.cfg.RetryMax, attempt)

@@ -114,6 +114,12 @@ func newDefaultChain(ctx context.Context, cfg Config) (aws.CredentialsProvider, 
 }
 
 func (d defaultChain) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	// The SDK caches too; the Refresher only asks when it wants new
+	// credentials, so the SDK's copy is dropped first. Otherwise a refresh
+	// would get the same credentials back until the SDK thinks they expired.
+	if inv, ok := d.inner.(interface{ Invalidate() }); ok {
+		inv.Invalidate()
+	}
 	c, err := d.inner.Retrieve(ctx)
 	if err != nil {
 		return aws.Credentials{}, fmt.Errorf("credentials: default chain gave no credentials: %w; %s", err, defaultChainHelp)

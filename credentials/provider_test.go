@@ -368,7 +368,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(&out, nil))
 	log.Info("cfg", "cfg", cfg, "secret", cfg.SecretAccessKey, "ptr", &cfg)
 	slog.New(slog.NewTextHandler(&out, nil)).Info("cfg", "cfg", cfg, "secret", cfg.SecretAccessKey)
-	p, err := credentials.New(context.Background(), cfg)
+	p, err := credentials.New(context.Background(), cfg, credentials.WithLogger(testLogger(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,7 +392,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 
 func BenchmarkProviderRetrieve(b *testing.B) {
 	cfg := credentials.Config{Source: "static", AccessKeyID: "AKIABENCHEXAMPLE0001", SecretAccessKey: "benchsecret"}
-	p, err := credentials.New(context.Background(), cfg)
+	p, err := credentials.New(context.Background(), cfg, credentials.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -405,4 +405,25 @@ func BenchmarkProviderRetrieve(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestRunNoProgressBacksOff: a source that keeps returning the same
+// credentials (it caches on its own) must not make Run spin.
+func TestRunNoProgressBacksOff(t *testing.T) {
+	exp := time.Now().Add(time.Second)
+	var calls atomic.Int32
+	base := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+		calls.Add(1)
+		return aws.Credentials{AccessKeyID: "AKIASAMESAMESAME0001", SecretAccessKey: "s", CanExpire: true, Expires: exp}, nil
+	})
+	r := credentials.NewRefresher(base, "test", 10*time.Millisecond, credentials.WithLogger(testLogger(t)))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = r.Run(ctx) }()
+	eventually(t, "the credentials' expiry", func() bool { return time.Now().After(exp.Add(200 * time.Millisecond)) })
+	// Back-off from 10 ms doubling gives about ten calls in 1.2 s; a
+	// spinning loop gives thousands.
+	if n := calls.Load(); n < 2 || n > 50 {
+		t.Fatalf("base called %d times", n)
+	}
 }

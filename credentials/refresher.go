@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -28,6 +29,8 @@ const (
 	// backgroundRetryMax caps the wait between failed background refreshes.
 	backgroundRetryMax = time.Minute
 )
+
+var errNoProgress = errors.New("credentials: refresh returned the credentials already held")
 
 // held is the latest credentials and when to replace them.
 type held struct {
@@ -161,10 +164,16 @@ func (r *Refresher) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if _, err := r.refresh(ctx); err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
+		creds, err := r.refresh(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil && h != nil && h.creds.CanExpire && creds.AccessKeyID == h.creds.AccessKeyID && !creds.Expires.After(h.creds.Expires) {
+			// The source handed back what we had (it caches on its own):
+			// asking again at once would spin until the old ones expire.
+			err = errNoProgress
+		}
+		if err != nil {
 			failures++
 			retryAt = r.now().Add(backoff(r.retryBase, backgroundRetryMax, failures))
 			continue
@@ -216,19 +225,19 @@ func (r *Refresher) doFetch(ctx context.Context, c *fetchCall) {
 	r.mu.Lock()
 	if err == nil {
 		r.cur = plan(creds, now)
+		r.refreshes.Add(1)
 	} else {
 		r.lastErr, r.lastFail = err.Error(), now
+		r.failures.Add(1)
 	}
 	r.inflight = nil
 	c.creds, c.err = creds, err
 	r.mu.Unlock()
 	close(c.done)
 	if err != nil {
-		r.failures.Add(1)
 		r.log.Warn("credentials: refresh failed", "source", r.name, "err", err.Error())
 		return
 	}
-	r.refreshes.Add(1)
 	r.log.Info("credentials: refreshed", logAttrs(creds)...)
 }
 

@@ -255,9 +255,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
-			return
+			panic(http.ErrAbortHandler) // no answer at all, not an empty 200
 		case <-done:
-			return
+			panic(http.ErrAbortHandler)
 		}
 	}
 	alias, ok := parsePath(r.URL.Path)
