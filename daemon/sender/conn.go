@@ -479,6 +479,9 @@ func (c *conn) store(f *flight, givenUp bool) error {
 		}
 	}
 	s.markAcked(f.id)
+	if !givenUp {
+		s.setAlert("") // whatever needed a person is fixed
+	}
 	if givenUp {
 		s.skipped.Add(1)
 	} else {

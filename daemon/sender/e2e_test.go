@@ -16,6 +16,7 @@ import (
 func testStart() time.Time { return time.Now().Add(-10 * time.Minute).Truncate(time.Second) }
 
 func TestUploadLive(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	frags := clipFragments(t, "baseline-repeat.h264", 2, testStart())
 	if len(frags) < 8 {
@@ -44,9 +45,11 @@ func TestUploadLive(t *testing.T) {
 
 // Error codes after which the same fragment must be sent again.
 func TestRetryCodes(t *testing.T) {
+	t.Parallel()
 	for _, code := range []int{4000, 4003, 5000, 5001, 4999} {
 		t.Run(fmt.Sprint(code), func(t *testing.T) {
-			h := newHarness(t)
+			t.Parallel()
+			h := newHarness(t, quickCheck())
 			frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
 			h.append(frags...)
 			if err := h.kvs.FailFragment(testStream, code, 2); err != nil {
@@ -65,9 +68,11 @@ func TestRetryCodes(t *testing.T) {
 
 // Error codes after which the fragment is given up and never resent.
 func TestSkipCodes(t *testing.T) {
+	t.Parallel()
 	for _, code := range []int{4001, 4002, 4004, 4005, 4006, 4009, 4010, 4011, 4012} {
 		t.Run(fmt.Sprint(code), func(t *testing.T) {
-			h := newHarness(t)
+			t.Parallel()
+			h := newHarness(t, quickCheck())
 			frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
 			h.append(frags...)
 			if err := h.kvs.FailFragment(testStream, code, 1); err != nil {
@@ -92,9 +97,11 @@ func TestSkipCodes(t *testing.T) {
 // Error codes that need a person: data is kept and reported, and sent
 // once the problem is gone.
 func TestOperatorCodes(t *testing.T) {
+	t.Parallel()
 	for _, code := range []int{4007, 4008, 4500, 4503, 4507} {
 		t.Run(fmt.Sprint(code), func(t *testing.T) {
-			h := newHarness(t, withConfig(func(c *Config) { c.OperatorBackoff = time.Second }))
+			t.Parallel()
+			h := newHarness(t, quickCheck(), withConfig(func(c *Config) { c.OperatorBackoff = time.Second }))
 			frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
 			h.append(frags...)
 			if err := h.kvs.FailFragment(testStream, code, 1); err != nil {
@@ -119,6 +126,7 @@ func TestOperatorCodes(t *testing.T) {
 }
 
 func TestConnectionDroppedMidFragment(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	frags := clipFragments(t, "baseline-repeat.h264", 2, testStart())
 	h.append(frags...)
@@ -140,6 +148,7 @@ func TestConnectionDroppedMidFragment(t *testing.T) {
 }
 
 func TestAckStall(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, withConfig(func(c *Config) { c.AckTimeout = 500 * time.Millisecond }))
 	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
 	release, err := h.kvs.StallAcks(testStream)
@@ -164,6 +173,7 @@ func TestAckStall(t *testing.T) {
 // The endpoint is down for a while: the sender backs off, then drains the
 // backlog in order and follows live data.
 func TestOutageBacklogThenLive(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	frags := clipFragments(t, "baseline-repeat.h264", 4, testStart())
 	h.append(frags[:2]...)
@@ -193,6 +203,7 @@ func TestOutageBacklogThenLive(t *testing.T) {
 
 // Unavailable (503) is a different way of being down.
 func TestServiceUnavailable(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
 	h.kvs.Down(kvslocal.Unavailable, 0)
@@ -205,6 +216,7 @@ func TestServiceUnavailable(t *testing.T) {
 }
 
 func TestThrottled(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
 	h.append(frags...)
@@ -249,8 +261,9 @@ func TestRateLimit(t *testing.T) {
 	h.start()
 	h.waitAllAcked()
 	took := time.Since(began)
-	// The bucket starts with a tenth of a second's worth of tokens.
-	if min := time.Duration(float64(total)/float64(limit)*float64(time.Second)) - 300*time.Millisecond; took < min {
+	// The bucket starts full: a tenth of a second's worth or one chunk.
+	burst := max(limit/10, chunkSize)
+	if min := time.Duration(float64(int64(total)-burst) / float64(limit) * float64(time.Second)); took < min {
 		t.Errorf("%d bytes at %d B/s took %v, want at least %v", total, limit, took, min)
 	}
 	h.check(nil)
@@ -259,6 +272,7 @@ func TestRateLimit(t *testing.T) {
 // Credentials that expire: the endpoint answers 403 and the sender fetches
 // new ones and reconnects at once.
 func TestTokenExpiry(t *testing.T) {
+	t.Parallel()
 	var kvs *kvslocal.Server
 	prov := &countingProvider{}
 	prov.next = func() aws.Credentials {
@@ -289,6 +303,7 @@ func TestTokenExpiry(t *testing.T) {
 // Connections are rotated at fragment boundaries, draining the
 // acknowledgements of the old one first, so nothing is sent twice.
 func TestRotation(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, withConfig(func(c *Config) { c.RotateAfter = 300 * time.Millisecond }),
 		withKVS(func(o *kvslocal.Options) { o.PersistDelay = 50 * time.Millisecond }))
 	frags := clipFragments(t, "baseline-repeat.h264", 3, testStart())
@@ -310,6 +325,7 @@ func TestRotation(t *testing.T) {
 // With no data the sender closes the connection itself before the
 // service's idle timeout, and opens a new one when data comes.
 func TestIdleClose(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, withConfig(func(c *Config) { c.IdleClose = 200 * time.Millisecond }))
 	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
 	h.append(frags[:2]...)
@@ -326,6 +342,7 @@ func TestIdleClose(t *testing.T) {
 
 // A new codec configuration starts a new connection (a new Segment).
 func TestCodecChange(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t)
 	start := testStart()
 	a := clipFragments(t, "baseline-repeat.h264", 1, start)
@@ -342,6 +359,7 @@ func TestCodecChange(t *testing.T) {
 
 // Streams without retention are acknowledged on RECEIVED.
 func TestNoRetention(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, withRetention(0))
 	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
 	h.append(frags...)
@@ -351,6 +369,7 @@ func TestNoRetention(t *testing.T) {
 }
 
 func TestStreamMissing(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, withoutStream())
 	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
 	h.append(frags...)
@@ -370,6 +389,7 @@ func TestStreamMissing(t *testing.T) {
 }
 
 func TestCreateStream(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, withoutStream(), withConfig(func(c *Config) {
 		c.CreateStream = true
 		c.Retention = 90 * time.Minute
@@ -387,6 +407,7 @@ func TestCreateStream(t *testing.T) {
 
 // Record mode uploads only what is asked for.
 func TestRecordMode(t *testing.T) {
+	t.Parallel()
 	h := newHarness(t, withConfig(func(c *Config) { c.Mode = ModeRecord }))
 	frags := clipFragments(t, "baseline-repeat.h264", 2, testStart())
 	h.append(frags...)
