@@ -309,7 +309,7 @@ func (c *conn) arm() {
 // open Cluster; the service treats it as the end of the fragment.
 var endOfFragmentTag = func() []byte {
 	name := "AWS_KINESISVIDEO_END_OF_FRAGMENT"
-	simple := append([]byte{0x45, 0xA3, 0x80 | byte(len(name))}, name...) // TagName
+	simple := append([]byte{0x45, 0xA3, 0x80 | byte(len(name))}, name...)  // TagName
 	simple = append(simple, 0x44, 0x87, 0x80)                              // TagString ""
 	tag := append([]byte{0x67, 0xC8, 0x80 | byte(len(simple))}, simple...) // SimpleTag
 	tags := append([]byte{0x73, 0x73, 0x80 | byte(len(tag))}, tag...)      // Tag

@@ -128,11 +128,11 @@ type harness struct {
 	cancel context.CancelFunc
 	done   chan error
 
-	mu         sync.Mutex
-	resentAck  []ring.ID // fragments sent after being acknowledged
-	sentCount  map[ring.ID]int
-	retention  time.Duration
-	noStream   bool
+	mu        sync.Mutex
+	resentAck []ring.ID // fragments sent after being acknowledged
+	sentCount map[ring.ID]int
+	retention time.Duration
+	noStream  bool
 	// quickCheck skips the external MKV tools: the SHA-256 comparison
 	// still proves every cluster arrived byte for byte. Used where many
 	// cases differ only in an injected error code; the tools run in the
@@ -147,7 +147,7 @@ func withConfig(f func(*Config)) harnessOpt { return func(h *harness) { f(&h.cfg
 func withRetention(d time.Duration) harnessOpt {
 	return func(h *harness) { h.retention = d }
 }
-func quickCheck() harnessOpt         { return func(h *harness) { h.quickCheck = true } }
+func quickCheck() harnessOpt    { return func(h *harness) { h.quickCheck = true } }
 func withoutStream() harnessOpt { return func(h *harness) { h.noStream = true } }
 func withKVS(f func(*kvslocal.Options)) harnessOpt {
 	return func(h *harness) { f(&h.kvsOptions) }
