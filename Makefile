@@ -45,7 +45,8 @@ lint:
 # Runs every Fuzz target of every package for FUZZTIME each.
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
-		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+		list=$$($(GO) test -list '^Fuzz' $$pkg); \
+		for f in $$(echo "$$list" | grep '^Fuzz' || true); do \
 			echo "== $$pkg $$f"; \
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 		done; \

@@ -3,7 +3,7 @@
 //
 // One binary serves as the service (kvscamd run) and as its operator's
 // tool (check, status, mux, export, version). Each subcommand lives in its
-// own cmd_<name>.go file with the signature of commandFunc.
+// own file (cmd_<name>.go, mux.go) as a function of type commandFunc.
 package main
 
 import (
@@ -47,6 +47,12 @@ const (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal asks for a clean stop, restore the default
+		// handling so that a second one ends a shutdown that hangs.
+		<-ctx.Done()
+		stop()
+	}()
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
