@@ -55,7 +55,8 @@ type conn struct {
 	writing   bool
 	progress  time.Time // last completed write
 	draining  bool
-	acked     bool // at least one acknowledgement arrived
+	acked     bool      // at least one fragment was acknowledged
+	lastAck   time.Time // last BUFFERING, RECEIVED or PERSISTED
 }
 
 // finish records why the connection ends (the first reason wins) and
@@ -433,6 +434,9 @@ func (c *conn) handle(ev ack.Event) error {
 	s := c.s
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if ev.Type != ack.Idle {
+		c.lastAck = time.Now()
+	}
 	switch ev.Type {
 	case ack.Idle, ack.Buffering:
 		return nil
@@ -559,8 +563,17 @@ func (c *conn) overdue(now time.Time) error {
 	if c.writing && now.Sub(c.progress) > cfg.StallTimeout {
 		return fail(ClassRetry, "sender %s: upload stalled: no data accepted for %v", cfg.Stream, cfg.StallTimeout)
 	}
+	// A fragment is overdue when neither acknowledgements nor the upload
+	// moved for AckTimeout after its RECEIVED became due. Counting
+	// progress matters on slow links: bytes queued in socket buffers reach
+	// the service long after the writer handed them over, and the service
+	// can only acknowledge a fragment once it has read past it.
+	busy := c.lastAck
+	if c.progress.After(busy) {
+		busy = c.progress
+	}
 	for _, f := range c.order {
-		if f.received.IsZero() && !f.armed.IsZero() && now.Sub(f.armed) > cfg.AckTimeout {
+		if f.received.IsZero() && !f.armed.IsZero() && now.Sub(later(f.armed, busy)) > cfg.AckTimeout {
 			return fail(ClassRetry, "sender %s: fragment %d not RECEIVED within %v", cfg.Stream, f.timecode, cfg.AckTimeout)
 		}
 		if c.retention > 0 && !f.received.IsZero() && now.Sub(f.received) > cfg.PersistTimeout {
@@ -568,6 +581,13 @@ func (c *conn) overdue(now time.Time) error {
 		}
 	}
 	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // putMediaHTTPError classifies a non-200 PutMedia answer.

@@ -92,14 +92,29 @@ func New(cfg Config) (*Sender, error) {
 	return s, nil
 }
 
+// sendBufferSize is the socket send buffer of PutMedia connections (the
+// kernel doubles it). 512 KiB still allows about 10 MB/s at 100 ms
+// round-trip time.
+const sendBufferSize = 512 << 10
+
 // newTransport returns a dedicated HTTP/1.1 transport: PutMedia relies on
 // one long chunked request per connection, and an HTTP/2 upgrade would
 // change how the body is framed.
 func newTransport(cfg *Config) *http.Transport {
 	d := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 15 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			// A bounded send buffer keeps "written" close to "sent",
+			// which keeps the acknowledgement time-outs honest on slow
+			// links, and limits what a dead connection swallows.
+			_ = tc.SetWriteBuffer(sendBufferSize)
+		}
+		return c, err
+	}
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
+		DialContext:           dial,
 		TLSHandshakeTimeout:   cfg.TLSTimeout,
 		ResponseHeaderTimeout: cfg.HeaderTimeout, // applies to control-plane calls; PutMedia has its own watchdog
 		ForceAttemptHTTP2:     false,
