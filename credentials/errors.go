@@ -54,12 +54,16 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // certAlerts are TLS alerts with which a server refuses a client
-// certificate.
+// certificate, as crypto/tls names them whatever the server's software.
 var certAlerts = []string{
-	"bad certificate", "unknown certificate authority", "certificate required",
-	"expired certificate", "certificate revoked", "certificate unknown",
-	"unsupported certificate", "access denied",
+	"bad certificate", "unsupported certificate", "revoked certificate",
+	"expired certificate", "unknown certificate", "unknown certificate authority",
+	"access denied", "certificate required", "certificate unobtainable",
+	"bad certificate hash value", "bad certificate status response",
 }
+
+// versionAlerts mean there is no protocol version or cipher in common.
+var versionAlerts = []string{"protocol version not supported", "handshake failure", "insufficient security level"}
 
 // transportError explains a failure below HTTP: DNS, TCP, TLS, timeouts.
 func (p *IoTProvider) transportError(ctx context.Context, err error) *Error {
@@ -118,9 +122,15 @@ func (p *IoTProvider) transportError(ctx context.Context, err error) *Error {
 						p.cfg.ThingName+", and that the key file belongs to it", false)
 			}
 		}
-		if alert == "protocol version" || alert == "handshake failure" || alert == "insufficient security" {
-			return mk(fmt.Sprintf("TLS handshake with %s failed (TLS alert %q)", p.addr, alert),
-				"this client needs TLS 1.2 or newer with modern ciphers; check the endpoint", false)
+		for _, a := range versionAlerts {
+			if alert == a {
+				return mk(fmt.Sprintf("TLS handshake with %s failed (TLS alert %q)", p.addr, alert),
+					"this client needs TLS 1.2 or newer with modern ciphers; check that the endpoint is the AWS IoT credentials provider", false)
+			}
+		}
+		if alert == "unrecognized name" {
+			return mk(fmt.Sprintf("the server does not know the name %s (TLS alert %q)", p.host, alert),
+				"set [credentials] endpoint to the address from `aws iot describe-endpoint --endpoint-type iot:CredentialProvider`", false)
 		}
 		return mk(fmt.Sprintf("TLS connection to %s failed (TLS alert %q)", p.addr, alert), "", true)
 	}

@@ -2,6 +2,7 @@ package credentials_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -400,5 +401,31 @@ func TestConfigValidate(t *testing.T) {
 	ok := credentials.Config{Source: "iot", Endpoint: "x.credentials.iot.eu-west-1.amazonaws.com", RoleAlias: "kvscamd", ThingName: "t", Cert: "c", Key: "k"}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("valid config rejected: %v", err)
+	}
+}
+
+// TestIoTOldTLS: a server that offers only TLS 1.1 is refused.
+func TestIoTOldTLS(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	tlsCfg := e.pki.ServerTLS()
+	tlsCfg.MinVersion, tlsCfg.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
+	srv, err := iotlocal.Start(iotlocal.Config{TLS: tlsCfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	cfg := e.cfg
+	cfg.Endpoint = srv.Endpoint()
+	p, err := credentials.New(context.Background(), cfg, credentials.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Retrieve(context.Background())
+	watchErr(err)
+	if err == nil || !strings.Contains(err.Error(), "TLS 1.2 or newer") || srv.Requests() != 0 {
+		t.Fatalf("Retrieve = %v (requests %d), want a TLS version error", err, srv.Requests())
+	}
+	if strings.HasPrefix(err.Error(), "failed to refresh") {
+		t.Errorf("error starts with the cache's prefix instead of the cause: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -56,7 +57,14 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
 
 // Retrieve implements aws.CredentialsProvider.
 func (p *Provider) Retrieve(ctx context.Context) (aws.Credentials, error) {
-	return p.cache.Retrieve(ctx)
+	c, err := p.cache.Retrieve(ctx)
+	var e *Error
+	if err != nil && errors.As(err, &e) {
+		// Drop the cache's "failed to refresh cached credentials" prefix:
+		// the operator needs the cause and the fix, first.
+		return c, e
+	}
+	return c, err
 }
 
 // Run refreshes credentials in the background until ctx ends (returns
