@@ -429,3 +429,48 @@ func TestIoTOldTLS(t *testing.T) {
 		t.Errorf("error starts with the cache's prefix instead of the cause: %v", err)
 	}
 }
+
+// TestIoTSNI: the endpoint's host name goes out as SNI and is what the
+// server certificate is checked against, even when the address dialled
+// differs.
+func TestIoTSNI(t *testing.T) {
+	e := newEnv(t, time.Hour)
+	const host = "c2abc123.credentials.iot.eu-west-1.amazonaws.com"
+	leaf, err := e.pki.CA.IssueServer(host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg := e.pki.ServerTLS()
+	tlsCfg.Certificates = []tls.Certificate{leaf.TLSCertificate()}
+	var sni atomic.Value
+	srv, err := iotlocal.Start(iotlocal.Config{TLS: tlsCfg, Issue: func(ctx context.Context, req iotlocal.Request) (iotlocal.Credentials, error) {
+		sni.Store(req.SNI)
+		return iotlocal.RandomCredentials(ctx, req)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	leakWatch.mu.Lock()
+	leakWatch.servers = append(leakWatch.servers, srv)
+	leakWatch.mu.Unlock()
+	local := srv.Endpoint()
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, local)
+	}
+	cfg := e.cfg
+	cfg.Endpoint = host
+	p, err := credentials.NewIoTProvider(cfg, credentials.WithDialer(dial), credentials.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Retrieve(context.Background())
+	watchErr(err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := sni.Load().(string); got != host {
+		t.Fatalf("server saw SNI %q, want %q", got, host)
+	}
+}

@@ -80,6 +80,7 @@ type Request struct {
 	RoleAlias string
 	Thing     string // x-amzn-iot-thingname, may be empty
 	CertCN    string // common name of the client certificate
+	SNI       string // server name the client sent in its TLS hello
 	Lifetime  time.Duration
 }
 
@@ -289,7 +290,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "ResourceNotFoundException", MsgNoAlias)
 		return
 	}
-	req := Request{RoleAlias: alias, Thing: thing, CertCN: cn, Lifetime: time.Duration(s.lifetime.Load())}
+	req := Request{RoleAlias: alias, Thing: thing, CertCN: cn, SNI: r.TLS.ServerName, Lifetime: time.Duration(s.lifetime.Load())}
 	creds, err := s.cfg.Issue(r.Context(), req)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, "InternalException", "issuing credentials failed")
