@@ -72,7 +72,7 @@ func (p *Provider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 func (p *Provider) Run(ctx context.Context) error { return p.ref.Run(ctx) }
 
 // Invalidate forgets the current credentials so that the next Retrieve
-// gets new ones. Credentials fetched less than ten seconds ago are kept.
+// gets new ones. Credentials fetched less than two seconds ago are kept.
 func (p *Provider) Invalidate() {
 	p.ref.Invalidate()
 	p.cache.Invalidate()

@@ -23,9 +23,9 @@ const (
 	// credentials): a request signed with them must still arrive in time.
 	minRemaining = 30 * time.Second
 	// minInvalidateAge protects the endpoint from a caller that invalidates
-	// in a loop: credentials younger than this are not thrown away, because
-	// fetching again would not give better ones.
-	minInvalidateAge = 10 * time.Second
+	// in a tight loop: credentials younger than this are not thrown away,
+	// because fetching again so soon would not give better ones.
+	minInvalidateAge = 2 * time.Second
 	// backgroundRetryMax caps the wait between failed background refreshes.
 	backgroundRetryMax = time.Minute
 )

@@ -10,18 +10,21 @@
 // credential rotation end to end against the local KVS endpoint, let it
 // issue the credentials, so that signatures made with them verify:
 //
-//	srv, err := iotlocal.Start(iotlocal.Config{
-//		TLS:      pki.ServerTLS(), // testpki.Set
-//		Lifetime: 3 * time.Second,
-//		Issue: func(ctx context.Context, req iotlocal.Request) (iotlocal.Credentials, error) {
-//			c := kvs.IssueCredentials(req.Lifetime) // the local KVS endpoint
-//			return iotlocal.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey,
-//				SessionToken: c.SessionToken, Expiration: c.Expires}, nil
-//		},
+//	pki, _ := testpki.Generate(t.TempDir(), "cam-0001")
+//	srv, _ := iotlocal.Start(iotlocal.Config{
+//		TLS:      pki.ServerTLS(),
+//		Lifetime: 5 * time.Second,
+//		Issue:    iotlocal.IssueFrom(kvs.IssueCredentials), // kvs is the *kvslocal.Server
 //	})
+//	defer srv.Close()
+//	prov, _ := credentials.New(ctx, credentials.Config{
+//		Source: "iot", Endpoint: srv.Endpoint(), RoleAlias: iotlocal.DefaultRoleAlias,
+//		ThingName: "cam-0001", Cert: pki.Client.Cert, Key: pki.Client.Key, CA: pki.CAFile,
+//	})
+//	go prov.Run(ctx) // background refresh; the sender calls prov.Invalidate() on 403
 //
-// and point credentials.Config{Source: "iot", Endpoint: srv.Endpoint(), CA: pki.CAFile, ...}
-// at it.
+// srv.Served() then counts the fetches, and kvs.ExpireCredentials() makes
+// the issued ones expire early.
 package iotlocal
 
 import (
@@ -40,6 +43,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 )
 
 // DefaultRoleAlias is the alias served when Config.RoleAliases is empty.
@@ -373,6 +378,16 @@ func writeError(w http.ResponseWriter, status int, errType, msg string) {
 	w.Header().Set("x-amzn-ErrorType", errType)
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"message": msg})
+}
+
+// IssueFrom adapts a function that mints credentials with a lifetime,
+// such as the local KVS endpoint's IssueCredentials, to an IssueFunc.
+func IssueFrom(issue func(lifetime time.Duration) aws.Credentials) IssueFunc {
+	return func(_ context.Context, req Request) (Credentials, error) {
+		c := issue(req.Lifetime)
+		return Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey,
+			SessionToken: c.SessionToken, Expiration: c.Expires}, nil
+	}
 }
 
 // RandomCredentials is the default IssueFunc: random keys in the shape of

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/kvscamd/kvscamd/credentials/iotlocal"
 	"github.com/kvscamd/kvscamd/credentials/testpki"
 )
@@ -145,5 +147,19 @@ func TestStartNeedsClientAuth(t *testing.T) {
 	cfg.ClientAuth = tls.RequestClientCert
 	if _, err := iotlocal.Start(iotlocal.Config{TLS: cfg}); err == nil {
 		t.Fatal("Start accepted a TLS config that does not verify client certificates")
+	}
+}
+
+func TestIssueFrom(t *testing.T) {
+	exp := time.Now().Add(time.Minute).Truncate(time.Second)
+	var asked time.Duration
+	issue := iotlocal.IssueFrom(func(lifetime time.Duration) aws.Credentials {
+		asked = lifetime
+		return aws.Credentials{AccessKeyID: "ASIAMINTED0000000001", SecretAccessKey: "s", SessionToken: "t", CanExpire: true, Expires: exp}
+	})
+	c, err := issue(context.Background(), iotlocal.Request{Lifetime: 7 * time.Second})
+	if err != nil || asked != 7*time.Second || c.AccessKeyID != "ASIAMINTED0000000001" || c.SecretAccessKey != "s" ||
+		c.SessionToken != "t" || !c.Expiration.Equal(exp) {
+		t.Fatalf("IssueFrom: %v %v %v", c, asked, err)
 	}
 }
