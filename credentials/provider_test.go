@@ -40,7 +40,7 @@ func retrieveFast(t *testing.T, p aws.CredentialsProvider) aws.Credentials {
 // waits for that fetch, and callers move to the new credentials before
 // the old ones expire.
 func TestRefreshAheadOfExpiry(t *testing.T) {
-	const lifetime = 4 * time.Second
+	const lifetime = 8 * time.Second // generous: TLS under emulation (qemu-user) is slow
 	e := newEnv(t, lifetime)
 	cfg := e.cfg
 	cfg.RequestTimeout = time.Second // a held-up fetch fails over to a retry
