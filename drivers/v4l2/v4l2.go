@@ -3,6 +3,7 @@
 package v4l2
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,10 @@ import (
 	"github.com/kvscamd/kvscamd/h264"
 )
 
+// maxListedFormats bounds the format list in the no-H.264 error; vivid
+// alone offers 83.
+const maxListedFormats = 12
+
 // Buffer timestamp flags (linux/videodev2.h).
 const (
 	bufFlagTimestampMask      = 0xe000
@@ -37,6 +42,9 @@ type Source struct {
 	gapDrops atomic.Uint64
 	keyReq   atomic.Bool
 	seq      uint64
+	// lastData is the last buffer turned into a frame (shared, read-only,
+	// with that frame), kept across reopens to recognise a replay.
+	lastData []byte
 	running  sync.Mutex // one Run at a time
 }
 
@@ -73,7 +81,7 @@ func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
 		return fmt.Errorf("%s: Run is already active", s.Describe())
 	}
 	defer s.running.Unlock()
-	s.seq = 0
+	s.seq, s.lastData = 0, nil
 
 	// The Mapper delivers from its own goroutine so that a slow receiver
 	// never keeps buffers from being re-queued.
@@ -230,7 +238,12 @@ func (s *Source) negotiate(fd uintptr, caps v4l2.Capability) error {
 		if d.PixelFormat == v4l2.PixelFmtH264 {
 			hasH264 = true
 		}
-		offered = append(offered, fmt.Sprintf("%s (%s)", fourcc(d.PixelFormat), d.Description))
+		if len(offered) < maxListedFormats {
+			offered = append(offered, fmt.Sprintf("%s (%s)", fourcc(d.PixelFormat), d.Description))
+		}
+	}
+	if n := len(descs) - len(offered); n > 0 {
+		offered = append(offered, fmt.Sprintf("and %d more (v4l2-ctl -d %s --list-formats)", n, path))
 	}
 	if !hasH264 {
 		return &fatalError{fmt.Errorf("v4l2 %s (%s, driver %s): %w; it offers %s. Use a camera with an H.264 encoder, or driver = \"exec\" with an encoder command",
@@ -362,6 +375,7 @@ func (s *Source) stream(ctx context.Context, dev *device) error {
 
 // handle turns one dequeued buffer into a frame for the Mapper.
 func (s *Source) handle(asm *assembler, dev *device, buf v4l2.Buffer, first *bool, lastSeq *uint32) {
+	reopened := *first
 	if !*first {
 		if gap := buf.Sequence - *lastSeq - 1; gap > 0 && gap < 1<<31 {
 			s.gapDrops.Add(uint64(gap))
@@ -385,6 +399,16 @@ func (s *Source) handle(asm *assembler, dev *device, buf v4l2.Buffer, first *boo
 	// and Frame's NAL units must belong to the receiver.
 	data := make([]byte, buf.BytesUsed)
 	copy(data, mapped[:buf.BytesUsed])
+	if reopened && len(s.lastData) > 0 && bytes.HasPrefix(data, s.lastData) {
+		// The buffer delivered last, handed out again after a reopen:
+		// v4l2loopback 0.12 repeats its newest buffer to a new reader,
+		// with a stale bytesused that appends garbage. An encoder never
+		// emits a picture that begins with the whole previous one
+		// (frame_num differs).
+		s.log.Debug("dropping a frame already delivered", "seq", buf.Sequence)
+		return
+	}
+	s.lastData = data
 	nalus, err := asm.add(data)
 	if err != nil {
 		s.log.Warn("buffer is not H.264 Annex-B; dropped", "err", err, "bytes", buf.BytesUsed)

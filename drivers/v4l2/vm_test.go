@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -148,6 +149,98 @@ func TestVMLoopbackH264FrameExact(t *testing.T) {
 	}
 	t.Logf("captured %d access units (%d key frames) byte-exact, %d bytes, span %v",
 		len(got), keys, st.Bytes, got[len(got)-1].Time.Sub(got[0].Time))
+}
+
+// TestVMWaitsForProducerAndReopensAfterStall starts capturing before the
+// device is usable (v4l2loopback lists no formats until its producer has
+// written), so the driver must retry; then the producer goes quiet, so the
+// driver must notice the stall and reopen, without delivering any frame
+// twice.
+func TestVMWaitsForProducerAndReopensAfterStall(t *testing.T) {
+	clip := vmEnv(t, "KV_CLIP", "/clip.h264")
+	dev := vmEnv(t, "KV_LOOP_DEV2", "/dev/video11")
+	want := readClip(t, clip)
+
+	logs := &syncBuf{}
+	src, err := newSource(Config{
+		Device: dev, Width: 320, Height: 240, FPS: 30,
+		Clock:      clock.System{Mode: clock.SyncTrust},
+		Log:        slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, StallTimeout: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan drivers.Frame, len(want)+8)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, out) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitFor(t, "open attempts on a device without a producer", func() bool { return src.Stats().Errors >= 2 })
+
+	writer := exec.Command(vmEnv(t, "KV_WRITER", "/writer"), "-dev", dev, "-clip", clip, "-fps", "30")
+	writer.Stderr = os.Stderr
+	toWriter, _ := writer.StdinPipe()
+	fromWriter, _ := writer.StdoutPipe()
+	if err := writer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Wait()    //nolint:errcheck
+	defer toWriter.Close() //nolint:errcheck
+	lines := bufio.NewScanner(fromWriter)
+	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "primed") {
+		t.Fatalf("writer did not prime the device: %q", lines.Text())
+	}
+	first := <-out
+	if !bytes.Equal(first.NALUs[len(first.NALUs)-1], want[0][len(want[0])-1]) {
+		t.Fatal("first frame after the producer appeared is not the clip's first")
+	}
+	io.WriteString(toWriter, "go\n") //nolint:errcheck
+	got := 1
+	deadline := time.After(120 * time.Second)
+	for got < len(want) {
+		select {
+		case <-out:
+			got++
+		case <-deadline:
+			t.Fatalf("captured %d of %d", got, len(want))
+		}
+	}
+	errsBefore := src.Stats().Errors
+	// The producer stays open but writes nothing more: a stall. Two
+	// reopens prove the driver keeps recovering and delivers nothing
+	// twice.
+	waitFor(t, "two reopens after the stall", func() bool { return src.Stats().Errors >= errsBefore+2 })
+	if !strings.Contains(logs.String(), "no frame for") {
+		t.Fatal("stall not reported in the log")
+	}
+	if st := src.Stats(); st.Frames != uint64(len(want)) || st.Dropped != 0 {
+		t.Fatalf("stats %+v: want exactly %d frames, none twice", st, len(want))
+	}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a real condition
+	}
 }
 
 func TestVMVividOffersNoH264(t *testing.T) {

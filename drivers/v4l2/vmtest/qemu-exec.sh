@@ -23,7 +23,7 @@ cat > "$work/root/init" <<INIT
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 modprobe vivid n_devs=1 node_types=0x1
-modprobe v4l2loopback devices=1 video_nr=10 card_label=loop max_buffers=8
+modprobe v4l2loopback devices=2 video_nr=10,11 card_label=loop0,loop1 max_buffers=8
 cd / && env ${VM_ENV:-} /test.bin $args
 echo "VMEXEC-RC=\$?"
 poweroff -f
