@@ -263,25 +263,3 @@ func TestVMVividOffersNoH264(t *testing.T) {
 	}
 	t.Logf("error: %v", err)
 }
-
-func TestVMMissingDeviceIsRetried(t *testing.T) {
-	src, err := newSource(Config{Device: "/dev/video99", Width: 320, Height: 240, FPS: 30,
-		Clock: clock.System{Mode: clock.SyncTrust}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, make(chan drivers.Frame, 1)) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for src.Stats().Errors < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("errors counted: %d", src.Stats().Errors)
-		}
-		time.Sleep(5 * time.Millisecond) // polling a real condition
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-}
