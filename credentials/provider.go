@@ -58,13 +58,22 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
 // Retrieve implements aws.CredentialsProvider.
 func (p *Provider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 	c, err := p.cache.Retrieve(ctx)
-	var e *Error
-	if err != nil && errors.As(err, &e) {
-		// Drop the cache's "failed to refresh cached credentials" prefix:
-		// the operator needs the cause and the fix, first.
-		return c, e
+	if err != nil {
+		return c, unwrapCacheError(err)
 	}
-	return c, err
+	return c, nil
+}
+
+// unwrapCacheError drops the cache's "failed to refresh cached
+// credentials" prefix from our own errors: the operator needs the cause
+// and the fix first. (A function of its own so that the hot path does not
+// allocate.)
+func unwrapCacheError(err error) error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return err
 }
 
 // Run refreshes credentials in the background until ctx ends (returns

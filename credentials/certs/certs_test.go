@@ -178,3 +178,18 @@ func TestClientTLSConfig(t *testing.T) {
 		t.Fatalf("server certificate does not verify against the loaded CA: %v", err)
 	}
 }
+
+// BenchmarkLoadKeyPair: the IoT provider reloads the files on every fetch.
+func BenchmarkLoadKeyPair(b *testing.B) {
+	pki, err := testpki.Generate(b.TempDir(), "cam-0001")
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := certs.LoadKeyPair(pki.Client.Cert, pki.Client.Key, now); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
