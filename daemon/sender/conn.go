@@ -39,7 +39,8 @@ type flight struct {
 // conn is one PutMedia connection.
 type conn struct {
 	s         *Sender
-	ctx       context.Context
+	parent    context.Context // Run's context: its end asks for a clean stop
+	ctx       context.Context // the request's context
 	cancel    context.CancelCauseFunc
 	pw        *io.PipeWriter
 	header    []byte
@@ -95,10 +96,14 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32) (p
 	}
 
 	pr, pw := io.Pipe()
-	sctx, scancel := context.WithCancelCause(ctx)
+	// The request outlives ctx briefly: on shutdown the writer ends the
+	// body cleanly and waits up to DrainTimeout for the last
+	// acknowledgements, so the final fragments need not be sent again
+	// after a restart. A second DrainTimeout later the request is cut.
+	sctx, scancel := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer scancel(nil)
 	c := &conn{
-		s: s, ctx: sctx, cancel: scancel, pw: pw,
+		s: s, parent: ctx, ctx: sctx, cancel: scancel, pw: pw,
 		header:    first.f.Header,
 		opened:    time.Now(),
 		retention: retention,
@@ -125,6 +130,11 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32) (p
 	s.connections.Add(1)
 	s.setState("streaming to %s", endpoint)
 	s.log.Debug("PutMedia connection opened", "endpoint", endpoint, "first_id", first.id, "first_timecode", first.f.Timecode)
+
+	stopHard := context.AfterFunc(ctx, func() {
+		time.AfterFunc(2*s.cfg.DrainTimeout, func() { c.finish(context.Canceled) })
+	})
+	defer stopHard()
 
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -186,12 +196,21 @@ func (c *conn) write(cur item) {
 			c.closeBody(why)
 			return
 		}
+		if c.parent.Err() != nil {
+			c.closeBody("shutdown")
+			return
+		}
 		ictx, cancel := context.WithTimeout(c.ctx, s.cfg.IdleClose)
+		unhook := context.AfterFunc(c.parent, cancel)
 		next, err := s.nextToSend(ictx, cur.id+1)
+		unhook()
 		cancel()
 		switch {
 		case c.ctx.Err() != nil:
 			return // finish was called by someone else
+		case c.parent.Err() != nil:
+			c.closeBody("shutdown")
+			return
 		case errors.Is(err, context.DeadlineExceeded):
 			c.closeBody("idle")
 			return

@@ -437,3 +437,22 @@ func TestRecordMode(t *testing.T) {
 }
 
 var _ = fragmenter.Fragment{}
+
+// On shutdown the sender ends the body and waits for the outstanding
+// acknowledgements, so a restart does not send the last fragments again.
+func TestShutdownDrains(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withKVS(func(o *kvslocal.Options) { o.PersistDelay = 300 * time.Millisecond }))
+	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
+	h.append(frags...)
+	h.start()
+	h.waitFor("every fragment sent", func() bool { return h.s.Stats().Sent == uint64(len(frags)) })
+	if _, ok := h.ring.FirstUnacked(); !ok {
+		t.Fatal("everything acknowledged before PersistDelay: the test proves nothing")
+	}
+	h.stop()
+	if id, ok := h.ring.FirstUnacked(); ok {
+		t.Errorf("fragment %d still unacknowledged after a clean stop", id)
+	}
+	h.check(nil)
+}

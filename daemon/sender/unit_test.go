@@ -1,0 +1,156 @@
+package sender
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+)
+
+func TestAckErrorClass(t *testing.T) {
+	want := map[int]Class{
+		4000: ClassRetry, 4003: ClassRetry, 5000: ClassRetry, 5001: ClassRetry, 7000: ClassRetry, 4013: ClassRetry, 0: ClassRetry,
+		4001: ClassSkip, 4002: ClassSkip, 4004: ClassSkip, 4005: ClassSkip, 4006: ClassSkip,
+		4009: ClassSkip, 4010: ClassSkip, 4011: ClassSkip, 4012: ClassSkip,
+		4007: ClassOperator, 4008: ClassOperator,
+	}
+	for id := 4500; id <= 4507; id++ {
+		want[id] = ClassOperator
+	}
+	for id, c := range want {
+		if got := AckErrorClass(id); got != c {
+			t.Errorf("AckErrorClass(%d) = %v, want %v", id, got, c)
+		}
+		if c == ClassOperator && ackErrorHint(id) == "" {
+			t.Errorf("operator code %d has no hint", id)
+		}
+	}
+}
+
+func TestPutMediaHTTPError(t *testing.T) {
+	cases := []struct {
+		status int
+		typ    string
+		body   string
+		want   Class
+	}{
+		{400, "ClientLimitExceededException:http://internal/", `{"message":"throttled"}`, ClassThrottle},
+		{400, "ConnectionLimitExceededException", `{"message":"one at a time"}`, ClassThrottle},
+		{400, "InvalidEndpointException", `{"message":"wrong host"}`, ClassEndpoint},
+		{403, "", `{"message":"The security token included in the request is expired"}`, ClassAuth},
+		{403, "ExpiredTokenException", `{"message":"whatever"}`, ClassAuth},
+		{403, "AccessDeniedException", `{"message":"no"}`, ClassOperator},
+		{401, "NotAuthorizedException", `{"message":"no"}`, ClassOperator},
+		{400, "InvalidSignatureException", `{"message":"Signature expired: 20260101T000000Z is now earlier than ... RequestExpired"}`, ClassOperator},
+		{404, "ResourceNotFoundException", `{"message":"no stream"}`, ClassStream},
+		{503, "ServiceUnavailableException", `{}`, ClassRetry},
+		{500, "", `oops`, ClassRetry},
+	}
+	for _, c := range cases {
+		resp := &http.Response{StatusCode: c.status, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(c.body))}
+		if c.typ != "" {
+			resp.Header.Set("x-amzn-ErrorType", c.typ)
+		}
+		err := putMediaHTTPError("s", resp)
+		if got := classOf(err); got != c.want {
+			t.Errorf("%d %s %s: class %v, want %v (%v)", c.status, c.typ, c.body, got, c.want, err)
+		}
+	}
+}
+
+func TestProducerTimestamp(t *testing.T) {
+	for ms, want := range map[int64]string{1700000000123: "1700000000.123", 1700000000005: "1700000000.005", 0: "0.000"} {
+		if got := producerTimestamp(ms); got != want {
+			t.Errorf("producerTimestamp(%d) = %q, want %q", ms, got, want)
+		}
+	}
+}
+
+func TestExpBackoff(t *testing.T) {
+	b := NewExpBackoff(100*time.Millisecond, time.Second)
+	for n := 1; n <= 10; n++ {
+		full := min(100*time.Millisecond<<(n-1), time.Second)
+		for range 50 {
+			d := b.Delay(n)
+			if d < full/2 || d > full {
+				t.Fatalf("Delay(%d) = %v, want in [%v, %v]", n, d, full/2, full)
+			}
+		}
+	}
+}
+
+// fakeClock advances only when slept on.
+type fakeClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	slept time.Duration
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	c.slept += d
+	return ctx.Err()
+}
+
+func TestBucket(t *testing.T) {
+	clk := &fakeClock{now: time.Unix(1e9, 0)}
+	b := newBucket(clk, 1000, 100) // 1000 tokens/s, burst 100
+	ctx := context.Background()
+	for range 11 {
+		if err := b.wait(ctx, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 1100 tokens at 1000/s with 100 in the bucket: 1 s of waiting.
+	if clk.slept < 990*time.Millisecond || clk.slept > 1010*time.Millisecond {
+		t.Errorf("slept %v for 1100 tokens, want 1 s", clk.slept)
+	}
+	var nilBucket *bucket
+	if err := nilBucket.wait(ctx, 1e9); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	good := Config{Stream: "cam", Region: "eu-west-1", Ring: &spyStore{}, Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")}
+	if _, err := New(good); err != nil {
+		t.Fatalf("good config refused: %v", err)
+	}
+	cases := []struct {
+		mut  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Stream = "bad name" }, "stream name"},
+		{func(c *Config) { c.Region = "" }, "region"},
+		{func(c *Config) { c.Ring = nil }, "ring"},
+		{func(c *Config) { c.Credentials = nil }, "credentials"},
+		{func(c *Config) { c.Mode = "sometimes" }, "mode"},
+		{func(c *Config) { c.RotateAfter = time.Hour }, "rotate"},
+		{func(c *Config) { c.IdleClose = time.Minute }, "idle close"},
+		{func(c *Config) { c.RateLimit = -1 }, "upload_rate_limit"},
+	}
+	for _, c := range cases {
+		cfg := good
+		c.mut(&cfg)
+		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("error %v, want one mentioning %q", err, c.want)
+		}
+	}
+}
+
+func TestRetentionHours(t *testing.T) {
+	for d, want := range map[time.Duration]int32{0: 0, time.Minute: 1, time.Hour: 1, 90 * time.Minute: 2, 24 * time.Hour: 24} {
+		c := Config{Retention: d}
+		if got := c.retentionHours(); got != want {
+			t.Errorf("retentionHours(%v) = %d, want %d", d, got, want)
+		}
+	}
+}
