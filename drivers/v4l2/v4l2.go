@@ -176,8 +176,10 @@ func (s *Source) capture(ctx context.Context) (err error) {
 	defer v4l2.CloseDevice(fd) //nolint:errcheck // nothing left to save
 
 	caps, err := v4l2.GetCapability(fd)
-	if errors.Is(err, v4l2.ErrorUnsupported) {
-		return &fatalError{fmt.Errorf("v4l2 %s: not a V4L2 device (VIDIOC_QUERYCAP unsupported); set device to the camera's /dev/videoN node", path)}
+	if errors.Is(err, v4l2.ErrorUnsupported) || errors.Is(err, unix.ENOSYS) {
+		// ENOTTY from a file that is not a V4L2 node; ENOSYS where the
+		// ioctl cannot even be passed on (qemu-user).
+		return &fatalError{fmt.Errorf("v4l2 %s: not a V4L2 device (VIDIOC_QUERYCAP: %v); set device to the camera's /dev/videoN node", path, err)}
 	}
 	if err != nil {
 		return fmt.Errorf("v4l2 %s: query capabilities: %w", path, err)
