@@ -46,16 +46,29 @@ const (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	go func() {
-		// After the first signal asks for a clean stop, restore the default
-		// handling so that a second one ends a shutdown that hangs.
-		<-ctx.Done()
-		stop()
-	}()
+	ctx, stop := signalContext()
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// signalContext returns a context cancelled by the first SIGINT or
+// SIGTERM. That first signal asks for a clean stop; default handling is
+// restored before the context is cancelled, so that a second signal ends a
+// shutdown that hangs. (signal.NotifyContext cannot promise that order.)
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		signal.Stop(ch)
+		cancel()
+	}()
+	return ctx, cancel
 }
 
 // dispatch runs the subcommand named by args[0] and returns the process
