@@ -54,4 +54,3 @@ fuzz:
 
 clean:
 	rm -rf bin/ demo-out/ build/
-	$(GO) clean -testcache
