@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -121,17 +122,24 @@ func unknownKeys(data []byte, undecoded []toml.Key) error {
 		return nil
 	}
 	sort.Slice(undecoded, func(i, j int) bool { return len(undecoded[i]) < len(undecoded[j]) })
+	// The file is decoded again, generically, to find where keys are; this
+	// only happens for files that are already known to be wrong.
+	var top map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &top)
+	if err != nil {
+		return err
+	}
 	var reported []toml.Key
 	var out []UnknownKey
 next:
 	for _, k := range undecoded {
 		for _, r := range reported {
-			if len(r) < len(k) && reflect.DeepEqual([]string(r), []string(k[:len(r)])) {
+			if len(r) < len(k) && slices.Equal(r, k[:len(r)]) {
 				continue next
 			}
 		}
 		reported = append(reported, k)
-		name, line := locate(data, k)
+		name, line := locate(&md, top, k)
 		out = append(out, UnknownKey{Key: name, Line: line, Suggestion: suggest(k)})
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Line < out[j].Line })
@@ -146,13 +154,10 @@ type failingValue struct{}
 
 func (failingValue) UnmarshalTOML(any) error { return errors.New("locate") }
 
-// locate finds the line of key k and spells it with the index of the
-// [[stream]] element it is in. It decodes the file again, which is fine
-// because it only runs when the file is already known to be wrong.
-func locate(data []byte, k toml.Key) (name string, line int) {
-	var top map[string]toml.Primitive
-	md, err := toml.Decode(string(data), &top)
-	if err != nil || len(k) == 0 {
+// locate finds the line of key k in the generically decoded file top and
+// spells k with the index of the array element (e.g. [[stream]]) it is in.
+func locate(md *toml.MetaData, top map[string]toml.Primitive, k toml.Key) (name string, line int) {
+	if len(k) == 0 {
 		return k.String(), 0
 	}
 	p, ok := top[k[0]]
