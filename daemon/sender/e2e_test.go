@@ -2,6 +2,7 @@ package sender
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/mkvcheck"
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
 
@@ -365,7 +367,17 @@ func TestNoRetention(t *testing.T) {
 	h.append(frags...)
 	h.start()
 	h.waitAllAcked()
-	h.check(nil)
+	got := h.check(nil)
+	// One connection carried the whole clip: its pictures must be
+	// identical to decoding the source clip itself.
+	if len(got) != len(frags) || got[0].File != got[len(got)-1].File {
+		t.Fatalf("%d fragments over several files; want one connection", len(got))
+	}
+	frames := 0
+	for _, f := range frags {
+		frames += f.Frames
+	}
+	mkvcheck.Check(t, got[0].File, mkvcheck.Expect{Frames: frames, Source: filepath.Join("..", "..", "testdata", "baseline-repeat.h264")})
 }
 
 func TestStreamMissing(t *testing.T) {
