@@ -3,6 +3,7 @@ package kvslocal_test
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -247,9 +248,14 @@ func TestEndpointDown(t *testing.T) {
 	}
 	url := srv.URL
 	srv.Down(kvslocal.Refused, 0)
-	err := call()
-	if err == nil || !strings.Contains(err.Error(), "connection refused") {
-		t.Fatalf("refused: %v", err)
+	if err := call(); err == nil {
+		t.Fatal("call while refused succeeded")
+	}
+	if conn, err := net.Dial("tcp", strings.TrimPrefix(url, "http://")); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		if conn != nil {
+			conn.Close()
+		}
+		t.Fatalf("dial while refused: %v", err)
 	}
 	srv.Up()
 	if srv.URL != url {

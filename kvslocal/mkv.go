@@ -139,6 +139,8 @@ type mkvError struct {
 	Msg  string
 	// Timecode of the fragment it concerns, or -1.
 	Timecode int64
+	// Number is the FragmentNumber of that fragment, when it has one.
+	Number string
 }
 
 func (e *mkvError) Error() string {
@@ -495,8 +497,13 @@ func (p *parser) fix(err error) error {
 		err = invalid("the body ended inside an element")
 	}
 	var me *mkvError
-	if errors.As(err, &me) && me.Timecode == -1 && p.open != nil && p.open.timecode >= 0 {
-		me.Timecode = p.open.timecode
+	if errors.As(err, &me) && p.open != nil && p.open.timecode >= 0 {
+		if me.Timecode == -1 {
+			me.Timecode = p.open.timecode
+		}
+		if me.Number == "" && me.Timecode == p.open.timecode {
+			me.Number = p.open.number
+		}
 	}
 	return err
 }

@@ -47,6 +47,9 @@ const (
 // after an ERROR ack.
 const errorDrainTime = 2 * time.Second
 
+// rejectDrainTime bounds the same after an HTTP error answer.
+const rejectDrainTime = 500 * time.Millisecond
+
 var (
 	errDropped = errors.New("connection dropped (injected)")
 	errIdle    = errors.New("idle timeout")
@@ -89,7 +92,14 @@ func (s *Server) nextFragmentNumber() string {
 func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID string) {
 	fail := func(e *apiError) {
 		s.log.Info("kvslocal: PutMedia rejected", "stream", r.Header.Get("x-amzn-stream-name"), "type", e.Type, "msg", e.Message)
+		// Answer without waiting for the body (a producer streams it
+		// forever), then close: read what arrives for a moment so the
+		// close does not reset the connection under the answer.
+		w.Header().Set("Connection", "close")
 		writeAPIError(w, reqID, e)
+		rc := http.NewResponseController(w)
+		_ = rc.Flush()
+		_ = rc.SetReadDeadline(time.Now().Add(rejectDrainTime))
 	}
 	hash, aerr := s.putMediaPayloadHash(r)
 	if aerr != nil {
@@ -203,11 +213,7 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 		s.log.Info("kvslocal: PutMedia ended", "stream", st.name, "connection", ss.num, "why", errString(err))
 	case errors.As(err, &me):
 		s.log.Info("kvslocal: PutMedia error", "stream", st.name, "connection", ss.num, "error_id", me.Code, "msg", me.Msg)
-		number := ""
-		if me.Timecode >= 0 && ss.p.open != nil {
-			number = ss.p.open.number
-		}
-		ss.enqueue(Ack{EventType: EventError, FragmentTimecode: me.Timecode, FragmentNumber: number, ErrorID: me.Code, ErrorCode: ErrorCodes[me.Code]}, time.Time{})
+		ss.enqueue(Ack{EventType: EventError, FragmentTimecode: me.Timecode, FragmentNumber: me.Number, ErrorID: me.Code, ErrorCode: ErrorCodes[me.Code]}, time.Time{})
 	default:
 		// The client went away or the connection was dropped on purpose:
 		// nothing more can be said on it.
@@ -466,7 +472,7 @@ func (ss *session) fragmentComplete(f *fragment, reason string) error {
 	ss.open = nil
 	ss.mu.Unlock()
 	if f.failCode != 0 {
-		return &mkvError{Code: f.failCode, Msg: "injected failure", Timecode: f.timecode}
+		return &mkvError{Code: f.failCode, Msg: "injected failure", Timecode: f.timecode, Number: f.number}
 	}
 	sum := sha256.Sum256(f.raw)
 	fr := Fragment{
@@ -486,7 +492,7 @@ func (ss *session) fragmentComplete(f *fragment, reason string) error {
 	}
 	if err := ss.store(f, &fr); err != nil {
 		ss.s.log.Error("kvslocal: storing fragment failed", "stream", ss.st.name, "err", err)
-		return &mkvError{Code: ErrArchival, Msg: err.Error(), Timecode: f.timecode}
+		return &mkvError{Code: ErrArchival, Msg: err.Error(), Timecode: f.timecode, Number: f.number}
 	}
 	if err := ss.st.record(fr); err != nil {
 		ss.s.log.Error("kvslocal: recording fragment failed", "stream", ss.st.name, "err", err)

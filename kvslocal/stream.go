@@ -252,16 +252,25 @@ func (s *Server) Connected(name string) bool {
 	return st.active != nil
 }
 
-// Wait blocks until cond, called with the stream's fragments and acks
-// after every change, returns true, or ctx ends.
-func (s *Server) Wait(ctx context.Context, name string, cond func(frags []Fragment, acks []Ack) bool) error {
+// State is what Wait conditions look at. The slices must not be kept or
+// changed: they are the server's own, valid during the call.
+type State struct {
+	Fragments   []Fragment
+	Acks        []Ack
+	Connected   bool // a PutMedia connection is open
+	Connections int  // PutMedia connections accepted so far
+}
+
+// Wait blocks until cond returns true for the stream's state (checked now
+// and after every change), or ctx ends. cond must not call the Server.
+func (s *Server) Wait(ctx context.Context, name string, cond func(State) bool) error {
 	for {
 		st := s.findStream(name)
 		if st == nil {
 			return fmt.Errorf("kvslocal: wait on stream %q: no such stream", name)
 		}
 		st.mu.Lock()
-		ok := cond(st.fragments, st.acks)
+		ok := cond(State{Fragments: st.fragments, Acks: st.acks, Connected: st.active != nil, Connections: st.conns})
 		ch := st.changed
 		st.mu.Unlock()
 		if ok {
@@ -277,15 +286,15 @@ func (s *Server) Wait(ctx context.Context, name string, cond func(frags []Fragme
 
 // WaitFragments waits until the stream has received at least n fragments.
 func (s *Server) WaitFragments(ctx context.Context, name string, n int) ([]Fragment, error) {
-	err := s.Wait(ctx, name, func(f []Fragment, _ []Ack) bool { return len(f) >= n })
+	err := s.Wait(ctx, name, func(st State) bool { return len(st.Fragments) >= n })
 	return s.Fragments(name), err
 }
 
 // WaitAck waits for an ACK matching match and returns it.
 func (s *Server) WaitAck(ctx context.Context, name string, match func(Ack) bool) (Ack, error) {
 	var found Ack
-	err := s.Wait(ctx, name, func(_ []Fragment, acks []Ack) bool {
-		for _, a := range acks {
+	err := s.Wait(ctx, name, func(st State) bool {
+		for _, a := range st.Acks {
 			if match(a) {
 				found = a
 				return true
@@ -294,4 +303,9 @@ func (s *Server) WaitAck(ctx context.Context, name string, match func(Ack) bool)
 		return false
 	})
 	return found, err
+}
+
+// WaitDisconnected waits until no PutMedia connection is open on the stream.
+func (s *Server) WaitDisconnected(ctx context.Context, name string) error {
+	return s.Wait(ctx, name, func(st State) bool { return !st.Connected })
 }
