@@ -23,6 +23,10 @@ const emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca49599
 // time; small enough for smooth pacing, large enough to be cheap.
 const chunkSize = 64 << 10
 
+// writeErrGrace is how long a failed body write waits for the response's
+// verdict before it is reported as a plain network error.
+const writeErrGrace = 2 * time.Second
+
 // maxErrorBody bounds how much of a non-200 response is read.
 const maxErrorBody = 8 << 10
 
@@ -43,6 +47,7 @@ type conn struct {
 	ctx       context.Context // the request's context
 	cancel    context.CancelCauseFunc
 	pw        *io.PipeWriter
+	rtDone    chan struct{} // closed when the round trip has ended
 	header    []byte
 	opened    time.Time
 	credsExp  time.Time // zero when the credentials do not expire
@@ -108,6 +113,7 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32) (p
 		opened:    time.Now(),
 		retention: retention,
 		flights:   map[int64]*flight{},
+		rtDone:    make(chan struct{}),
 	}
 	if creds.CanExpire {
 		c.credsExp = creds.Expires
@@ -140,6 +146,7 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32) (p
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
+		defer close(c.rtDone)
 		c.roundTrip(req)
 	}()
 	go func() {
@@ -232,6 +239,16 @@ func (c *conn) write(cur item) {
 // writeErr turns a body write error into the connection's end reason: if
 // something else already ended the connection, that reason stands.
 func (c *conn) writeErr(err error) error {
+	// The transport closes the body when the request fails, so a write
+	// error often only echoes the real answer (a 403, a throttle) that
+	// the round trip is about to classify. Give it a moment.
+	t := time.NewTimer(writeErrGrace)
+	select {
+	case <-c.ctx.Done():
+	case <-c.rtDone:
+	case <-t.C:
+	}
+	t.Stop()
 	if r := c.reason(); r != nil {
 		return r
 	}

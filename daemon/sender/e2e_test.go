@@ -219,18 +219,40 @@ func TestServiceUnavailable(t *testing.T) {
 
 func TestThrottled(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t)
-	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
-	h.append(frags...)
-	if err := h.kvs.Throttle(testStream, 4); err != nil {
-		t.Fatal(err)
-	}
-	h.start()
-	h.waitAllAcked()
-	h.check(nil)
-	if st := h.s.Stats(); !strings.Contains(st.LastError, "ClientLimitExceeded") && !strings.Contains(st.LastError, "throttled") {
-		t.Errorf("last error %q: want the throttling reported", st.LastError)
-	}
+	t.Run("control plane", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, quickCheck())
+		frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
+		h.append(frags...)
+		if err := h.kvs.Throttle(testStream, 4); err != nil {
+			t.Fatal(err)
+		}
+		h.start()
+		h.waitAllAcked()
+		h.check(nil)
+		if st := h.s.Stats(); !strings.Contains(st.LastError, "DescribeStream") || !strings.Contains(st.LastError, "throttled") {
+			t.Errorf("last error %q: want the throttled DescribeStream reported", st.LastError)
+		}
+	})
+	t.Run("PutMedia", func(t *testing.T) {
+		t.Parallel()
+		// Rotation makes the sender open new PutMedia requests without
+		// touching the control plane, so the throttles hit PutMedia.
+		h := newHarness(t, quickCheck(), withConfig(func(c *Config) { c.RotateAfter = 200 * time.Millisecond }))
+		frags := clipFragments(t, "baseline-repeat.h264", 2, testStart())
+		h.append(frags[:2]...)
+		h.start()
+		h.waitAllAcked()
+		if err := h.kvs.Throttle(testStream, 3); err != nil {
+			t.Fatal(err)
+		}
+		h.append(frags[2:]...)
+		h.waitAllAcked()
+		h.check(nil)
+		if st := h.s.Stats(); !strings.Contains(st.LastError, "PutMedia: HTTP 400 ClientLimitExceededException") {
+			t.Errorf("last error %q: want the throttled PutMedia reported", st.LastError)
+		}
+	})
 }
 
 // A slow link is not mistaken for a dead one.

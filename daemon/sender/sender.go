@@ -427,7 +427,11 @@ func (s *Sender) Run(ctx context.Context) error {
 		case ClassStream:
 			s.ctrl.forgetStream()
 			delay = s.cfg.Backoff.Delay(attempt)
-		default: // retry, throttle
+		case ClassThrottle:
+			// A quota, not a wrong endpoint: keep the cached one, or the
+			// retry would spend a control-plane call as well.
+			delay = s.cfg.Backoff.Delay(attempt)
+		default:
 			s.ctrl.forgetEndpoint()
 			delay = s.cfg.Backoff.Delay(attempt)
 		}
