@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"unsafe"
 )
 
 const (
@@ -18,12 +19,39 @@ const (
 // slots written in place into a preallocated, zero-filled file, so that an
 // ack costs one small write and one fdatasync and never changes the file's
 // size. Guarded by Ring.ackMu.
+//
+// The slot is written as its whole 4 KiB block with O_DIRECT where the
+// filesystem allows it: through the page cache, a tiny write dirties a
+// whole folio, which recent kernels make up to 64 KiB large, and the disk
+// would see that much per acknowledgement.
 type ackLog struct {
-	dir   string
-	f     *os.File
-	pos   int64 // next free slot
-	slots int64
-	alloc int64
+	dir    string
+	f      *os.File
+	direct *os.File // O_DIRECT handle on the same file, or nil
+	blk    []byte   // block-aligned copy of the block holding slot pos
+	blkOff int64    // file offset of blk; -1 when blk is not loaded
+	pos    int64    // next free slot
+	slots  int64
+	alloc  int64
+}
+
+// alignedBlock returns a blockSize buffer aligned to blockSize, as O_DIRECT
+// requires.
+func alignedBlock() []byte {
+	b := make([]byte, 2*blockSize)
+	shift := (blockSize - int(uintptr(unsafe.Pointer(&b[0]))%blockSize)) % blockSize
+	return b[shift : shift+blockSize : shift+blockSize]
+}
+
+// setFile installs f as the log's file and opens the direct handle.
+func (l *ackLog) setFile(f *os.File) {
+	if l.direct != nil {
+		l.direct.Close()
+	}
+	l.f, l.direct, l.blkOff = f, openDirect(f.Name()), -1
+	if l.blk == nil {
+		l.blk = alignedBlock()
+	}
 }
 
 // ackState is what an ack log says: ids below watermark are acknowledged,
@@ -112,7 +140,8 @@ func openAckLog(dir string, readOnly bool) (*ackLog, ackState, error) {
 		f.Close()
 		return nil, st, err
 	}
-	l := &ackLog{dir: dir, f: f, slots: int64(len(b)) / ackSlotSize, alloc: allocated(fi)}
+	l := &ackLog{dir: dir, slots: int64(len(b)) / ackSlotSize, alloc: allocated(fi)}
+	l.setFile(f)
 	for i := int64(0); i < l.slots; i++ {
 		slot := b[i*ackSlotSize : (i+1)*ackSlotSize]
 		if isZero(slot) {
@@ -135,13 +164,29 @@ func (l *ackLog) append(s ackSlot) (int, error) {
 	if l.pos >= l.slots {
 		return 0, errAckLogFull
 	}
-	var b [ackSlotSize]byte
-	s.put(b[:])
-	if _, err := l.f.WriteAt(b[:], l.pos*ackSlotSize); err != nil {
+	off := l.pos * ackSlotSize
+	boff := off / blockSize * blockSize
+	if l.blkOff != boff {
+		if _, err := l.f.ReadAt(l.blk, boff); err != nil && !errors.Is(err, io.EOF) {
+			return 0, err
+		}
+		l.blkOff = boff
+	}
+	s.put(l.blk[off-boff:])
+	n := ackSlotSize
+	var err error
+	if l.direct != nil && boff+blockSize <= l.slots*ackSlotSize {
+		_, err = l.direct.WriteAt(l.blk, boff)
+		n = blockSize
+	} else {
+		_, err = l.f.WriteAt(l.blk[off-boff:off-boff+ackSlotSize], off)
+	}
+	if err != nil {
+		l.blkOff = -1
 		return 0, err
 	}
 	l.pos++
-	return ackSlotSize, datasync(l.f)
+	return n, datasync(l.f)
 }
 
 var errAckLogFull = errors.New("ack log full")
@@ -175,11 +220,16 @@ func (l *ackLog) replace(slots []ackSlot) error {
 	if l.f != nil {
 		l.f.Close()
 	}
-	l.f, l.pos, l.slots, l.alloc = f, int64(len(slots)), size/ackSlotSize, size
+	l.setFile(f)
+	l.pos, l.slots, l.alloc = int64(len(slots)), size/ackSlotSize, size
 	return nil
 }
 
 func (l *ackLog) close() error {
+	if l.direct != nil {
+		l.direct.Close()
+		l.direct = nil
+	}
 	if l.f == nil {
 		return nil
 	}

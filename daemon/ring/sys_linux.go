@@ -83,3 +83,13 @@ func nextData(f *os.File, off int64) int64 {
 func isNoSpace(err error) bool {
 	return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT)
 }
+
+// openDirect opens path for O_DIRECT writes, or returns nil when the
+// filesystem does not support them (tmpfs).
+func openDirect(path string) *os.File {
+	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_DIRECT, 0)
+	if err != nil {
+		return nil
+	}
+	return f
+}

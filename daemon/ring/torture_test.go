@@ -30,10 +30,10 @@ const (
 	tortureShortCycles   = 25
 	// tortureMaxAppends bounds one child's appends, so that the video it
 	// leaves unacknowledged always fits: then nothing may be missing.
-	tortureMaxAppends = 120
+	tortureMaxAppends = 60
 )
 
-var tortureOpts = Options{Capacity: 16 << 20, SegmentSize: 256 << 10}
+var tortureOpts = Options{Capacity: 6 << 20, SegmentSize: 256 << 10}
 
 func tortureSize(seed int64) int { return sizeFor(seed, 500, 60_000) }
 
