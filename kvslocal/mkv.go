@@ -133,9 +133,10 @@ var ErrorCodes = map[int]string{
 	5001: "ARCHIVAL_ERROR",
 }
 
-// mkvError is a violation answered with an ERROR ack.
-type mkvError struct {
-	Code int
+// StreamError is a violation of the PutMedia rules: the server answers it
+// with an ERROR ack carrying Code as ErrorId and ends the connection.
+type StreamError struct {
+	Code int // ErrorId, e.g. ErrInvalidMKV
 	Msg  string
 	// Timecode of the fragment it concerns, or -1.
 	Timecode int64
@@ -143,7 +144,7 @@ type mkvError struct {
 	Number string
 }
 
-func (e *mkvError) Error() string {
+func (e *StreamError) Error() string {
 	return fmt.Sprintf("ErrorId %d (%s): %s", e.Code, ErrorCodes[e.Code], e.Msg)
 }
 
@@ -225,7 +226,7 @@ func newParser(r io.Reader, cfg mkvConfig, sink fragmentSink) *parser {
 }
 
 func invalid(format string, a ...any) error {
-	return &mkvError{Code: ErrInvalidMKV, Msg: fmt.Sprintf(format, a...), Timecode: -1}
+	return &StreamError{Code: ErrInvalidMKV, Msg: fmt.Sprintf(format, a...), Timecode: -1}
 }
 
 // errTruncated marks a body that ended inside an element.
@@ -459,7 +460,7 @@ func readUint(b []byte) (uint64, bool) {
 }
 
 // run parses the whole body. It returns nil at a clean end of body, an
-// *mkvError for a violation, or the read error.
+// *StreamError for a violation, or the read error.
 func (p *parser) run() error {
 	if err := p.readEBMLHeader(); err != nil {
 		if err == io.EOF {
@@ -496,7 +497,7 @@ func (p *parser) fix(err error) error {
 	if err == errTruncated {
 		err = invalid("the body ended inside an element")
 	}
-	var me *mkvError
+	var me *StreamError
 	if errors.As(err, &me) && p.open != nil && p.open.timecode >= 0 {
 		if me.Timecode == -1 {
 			me.Timecode = p.open.timecode
@@ -716,7 +717,7 @@ func (p *parser) parseTracks(body []byte) error {
 		p.tracks = append(p.tracks, t)
 	}
 	if len(p.tracks) > p.cfg.MaxTracks {
-		return &mkvError{Code: ErrMoreThanAllowedTracks, Msg: fmt.Sprintf("%d tracks declared, at most %d allowed", len(p.tracks), p.cfg.MaxTracks), Timecode: -1}
+		return &StreamError{Code: ErrMoreThanAllowedTracks, Msg: fmt.Sprintf("%d tracks declared, at most %d allowed", len(p.tracks), p.cfg.MaxTracks), Timecode: -1}
 	}
 	for _, t := range p.tracks {
 		if t.codec == codecH264 {
@@ -782,7 +783,7 @@ func (p *parser) parseTags(body []byte) error {
 			continue
 		}
 		meta := func(format string, a ...any) error {
-			return &mkvError{Code: ErrFragmentMetadataLimit, Msg: fmt.Sprintf(format, a...), Timecode: -1}
+			return &StreamError{Code: ErrFragmentMetadataLimit, Msg: fmt.Sprintf(format, a...), Timecode: -1}
 		}
 		switch {
 		case name == "":
@@ -813,7 +814,7 @@ func (p *parser) complete(reason string) error {
 	f := p.open
 	for i, n := range f.perTrack {
 		if n == 0 {
-			return &mkvError{Code: ErrFramesMissingForTrack, Msg: fmt.Sprintf("fragment has no frames for track %d", p.tracks[i].number), Timecode: f.timecode}
+			return &StreamError{Code: ErrFramesMissingForTrack, Msg: fmt.Sprintf("fragment has no frames for track %d", p.tracks[i].number), Timecode: f.timecode}
 		}
 	}
 	f.ended = true
@@ -845,7 +846,7 @@ func (p *parser) cluster() error {
 	end := int64(-1)
 	if size >= 0 {
 		if size > p.cfg.MaxFragmentSize {
-			return &mkvError{Code: ErrMaxFragmentSize, Msg: fmt.Sprintf("Cluster of %d bytes exceeds %d", size, p.cfg.MaxFragmentSize), Timecode: -1}
+			return &StreamError{Code: ErrMaxFragmentSize, Msg: fmt.Sprintf("Cluster of %d bytes exceeds %d", size, p.cfg.MaxFragmentSize), Timecode: -1}
 		}
 		end = p.pos + size
 	}
@@ -893,7 +894,7 @@ func (p *parser) clusterChild() error {
 		return invalid("Cluster child 0x%X has an unknown size", id)
 	}
 	if int64(len(f.raw))+size > p.cfg.MaxFragmentSize {
-		return &mkvError{Code: ErrMaxFragmentSize, Msg: fmt.Sprintf("fragment exceeds %d bytes", p.cfg.MaxFragmentSize), Timecode: f.timecode}
+		return &StreamError{Code: ErrMaxFragmentSize, Msg: fmt.Sprintf("fragment exceeds %d bytes", p.cfg.MaxFragmentSize), Timecode: f.timecode}
 	}
 	switch id {
 	case idTimecode:
@@ -909,7 +910,7 @@ func (p *parser) clusterChild() error {
 		}
 		v, ok := readUint(b)
 		if !ok || v > math.MaxInt64/uint64(p.scale) {
-			return &mkvError{Code: ErrFragmentTimecode, Msg: fmt.Sprintf("Cluster Timecode of %d bytes / value %d is out of range", len(b), v), Timecode: -1}
+			return &StreamError{Code: ErrFragmentTimecode, Msg: fmt.Sprintf("Cluster Timecode of %d bytes / value %d is out of range", len(b), v), Timecode: -1}
 		}
 		f.timecode = int64(v)
 		return p.startFragment()
@@ -1001,10 +1002,10 @@ func (p *parser) parseBlock(b []byte, key bool) error {
 		}
 	}
 	if idx < 0 {
-		return &mkvError{Code: ErrTrackNumberMismatch, Msg: fmt.Sprintf("block for track %d, which Tracks does not declare", tn), Timecode: f.timecode}
+		return &StreamError{Code: ErrTrackNumberMismatch, Msg: fmt.Sprintf("block for track %d, which Tracks does not declare", tn), Timecode: f.timecode}
 	}
 	if rel < 0 {
-		return &mkvError{Code: ErrFragmentTimecode, Msg: fmt.Sprintf("block timecode %d is before its Cluster's timecode", rel), Timecode: f.timecode}
+		return &StreamError{Code: ErrFragmentTimecode, Msg: fmt.Sprintf("block timecode %d is before its Cluster's timecode", rel), Timecode: f.timecode}
 	}
 	if f.blockCount == 0 {
 		f.keyFirst = key
@@ -1029,7 +1030,7 @@ func (p *parser) parseBlock(b []byte, key bool) error {
 		f.maxRel = rel
 	}
 	if d := time.Duration(rel * p.scale); d > p.cfg.MaxFragmentDuration {
-		return &mkvError{Code: ErrMaxFragmentDuration, Msg: fmt.Sprintf("fragment %d lasts at least %v, over the %v limit", f.timecode, d, p.cfg.MaxFragmentDuration), Timecode: f.timecode}
+		return &StreamError{Code: ErrMaxFragmentDuration, Msg: fmt.Sprintf("fragment %d lasts at least %v, over the %v limit", f.timecode, d, p.cfg.MaxFragmentDuration), Timecode: f.timecode}
 	}
 	abs := f.start + rel*p.scale
 	if abs > f.lastAbs {
@@ -1047,11 +1048,11 @@ func (p *parser) startFragment() error {
 	}
 	f.start, f.lastAbs = start, start
 	if p.havePrev && start <= p.prevLastAbs {
-		return &mkvError{Code: ErrFragmentTimecode, Msg: fmt.Sprintf("fragment starts at %d, not after the previous fragment's last frame at %d (ns)", start, p.prevLastAbs), Timecode: f.timecode}
+		return &StreamError{Code: ErrFragmentTimecode, Msg: fmt.Sprintf("fragment starts at %d, not after the previous fragment's last frame at %d (ns)", start, p.prevLastAbs), Timecode: f.timecode}
 	}
 	if p.cfg.MaxFuture >= 0 && p.cfg.Now != nil {
 		if ahead := time.Duration(start - p.cfg.Now().UnixNano()); ahead > p.cfg.MaxFuture {
-			return &mkvError{Code: ErrInvalidProducerTime, Msg: fmt.Sprintf("fragment timestamp is %v in the future", ahead.Round(time.Millisecond)), Timecode: f.timecode}
+			return &StreamError{Code: ErrInvalidProducerTime, Msg: fmt.Sprintf("fragment timestamp is %v in the future", ahead.Round(time.Millisecond)), Timecode: f.timecode}
 		}
 	}
 	return p.sink.fragmentStart(f)

@@ -207,7 +207,7 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 		// by the silence is dropped without an ERROR.
 		err = errIdle
 	}
-	var me *mkvError
+	var me *StreamError
 	switch {
 	case err == nil || errors.Is(err, errIdle):
 		s.log.Info("kvslocal: PutMedia ended", "stream", st.name, "connection", ss.num, "why", errString(err))
@@ -277,7 +277,7 @@ func (ss *session) supervise(parseDone chan error) error {
 		case err := <-parseDone:
 			return err
 		case <-maxDur.C:
-			ss.abort(&mkvError{Code: ErrMaxConnectionDuration, Msg: fmt.Sprintf("connection open longer than %v", o.MaxConnectionDuration), Timecode: -1})
+			ss.abort(&StreamError{Code: ErrMaxConnectionDuration, Msg: fmt.Sprintf("connection open longer than %v", o.MaxConnectionDuration), Timecode: -1})
 		case <-t.C:
 			now := ss.s.now()
 			idle := now.Sub(time.Unix(0, ss.lastByte.Load()))
@@ -472,7 +472,7 @@ func (ss *session) fragmentComplete(f *fragment, reason string) error {
 	ss.open = nil
 	ss.mu.Unlock()
 	if f.failCode != 0 {
-		return &mkvError{Code: f.failCode, Msg: "injected failure", Timecode: f.timecode, Number: f.number}
+		return &StreamError{Code: f.failCode, Msg: "injected failure", Timecode: f.timecode, Number: f.number}
 	}
 	sum := sha256.Sum256(f.raw)
 	fr := Fragment{
@@ -492,7 +492,7 @@ func (ss *session) fragmentComplete(f *fragment, reason string) error {
 	}
 	if err := ss.store(f, &fr); err != nil {
 		ss.s.log.Error("kvslocal: storing fragment failed", "stream", ss.st.name, "err", err)
-		return &mkvError{Code: ErrArchival, Msg: err.Error(), Timecode: f.timecode, Number: f.number}
+		return &StreamError{Code: ErrArchival, Msg: err.Error(), Timecode: f.timecode, Number: f.number}
 	}
 	if err := ss.st.record(fr); err != nil {
 		ss.s.log.Error("kvslocal: recording fragment failed", "stream", ss.st.name, "err", err)

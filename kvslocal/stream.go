@@ -77,7 +77,7 @@ func (st *stream) notifyDeleted() {
 	a := st.active
 	st.mu.Unlock()
 	if a != nil {
-		a.abort(&mkvError{Code: ErrStreamNotActive, Msg: "the stream was deleted", Timecode: -1})
+		a.abort(&StreamError{Code: ErrStreamNotActive, Msg: "the stream was deleted", Timecode: -1})
 	}
 }
 
