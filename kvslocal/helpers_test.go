@@ -316,6 +316,7 @@ type pmOpts struct {
 	signTime     time.Time
 	contentHash  string // x-amz-content-sha256 header and payload hash
 	streamARN    string
+	client       *http.Client
 }
 
 type pmConn struct {
@@ -370,7 +371,11 @@ func openPutMedia(tb testing.TB, srv *kvslocal.Server, streamName string, o pmOp
 	if err := v4.NewSigner().SignHTTP(context.Background(), cred, req, hash, "kinesisvideo", testRegion, o.signTime); err != nil {
 		tb.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := http.DefaultClient
+	if o.client != nil {
+		client = o.client
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		pw.Close()
 		tb.Fatalf("PutMedia: %v", err)

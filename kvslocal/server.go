@@ -3,6 +3,7 @@ package kvslocal
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -103,6 +104,9 @@ type Options struct {
 	// end of the body); it exists so official producers that wait for the
 	// last PERSISTED before closing the body can be run against the server.
 	AckOpenFragmentAfter time.Duration
+	// TLS serves HTTPS with a self-signed certificate (see CACertPEM);
+	// HTTP/1.1 only, as PutMedia's full-duplex streaming needs.
+	TLS bool
 	// AutoCreateStreams creates a stream with 24 h retention on first
 	// PutMedia/GetDataEndpoint instead of answering 404.
 	AutoCreateStreams bool
@@ -176,6 +180,8 @@ type Server struct {
 	closed  bool
 	deleted []*stream
 	quit    chan struct{} // closed by Close
+	cert    *tls.Certificate
+	certPEM []byte
 
 	wg        sync.WaitGroup // PutMedia sessions
 	connSeq   atomic.Int64
@@ -238,6 +244,18 @@ func (s *Server) listenLocked() error {
 	}
 	s.addr = ln.Addr().String()
 	s.URL = "http://" + s.addr
+	if s.opts.TLS {
+		if s.cert == nil {
+			cert, pemBytes, err := selfSigned(s.now())
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			s.cert, s.certPEM = &cert, pemBytes
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*s.cert}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
+		s.URL = "https://" + s.addr
+	}
 	s.ln = ln
 	hs := &http.Server{
 		Handler:           s,
