@@ -3,23 +3,46 @@ package main
 import (
 	"context"
 	"io"
+
+	"github.com/kvscamd/kvscamd/daemon/config"
+	"github.com/kvscamd/kvscamd/daemon/pipeline"
 )
 
 const runAbout = `
 Runs the service: captures every configured stream, cuts it into fragments,
 keeps them in the on-disk ring buffer below state_dir and uploads them to
-Kinesis Video Streams. Stops cleanly on SIGINT or SIGTERM. Under systemd it
-reports readiness and watchdog pings through NOTIFY_SOCKET.`
+Kinesis Video Streams. Stops cleanly on SIGINT or SIGTERM: the fragment
+being captured is closed and stored before the process exits.`
+
+// uploaderFactory builds each stream's uploader. While it is nil, run
+// captures into the rings only; the sender plugs in here.
+var uploaderFactory pipeline.UploaderFactory
 
 // cmdRun is the service entry point.
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("run", "[-config FILE]", runAbout)
-	configFlag(fs)
+	cfgPath := configFlag(fs)
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	return errNotAvailable
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel.Slog())
+	p, err := pipeline.New(cfg, pipeline.Options{Logger: log, Uploader: uploaderFactory})
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, s := range p.Streams() {
+		names = append(names, s.Name+" ("+s.Source.Describe()+")")
+	}
+	log.Info("kvscamd running", "config", *cfgPath, "state_dir", cfg.StateDir, "streams", names)
+	err = p.Run(ctx)
+	log.Info("kvscamd stopped")
+	return err
 }

@@ -289,6 +289,15 @@ func (r *Ring) firstUnackedLocked() int {
 	return -1
 }
 
+// Acked reports whether id is stored and acknowledged. An id that is not
+// stored (evicted, never appended, damaged) reports false.
+func (r *Ring) Acked(id ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := r.find(id)
+	return i >= 0 && r.entries[i].acked
+}
+
 // Stats returns a snapshot of the ring's state and counters.
 func (r *Ring) Stats() Stats {
 	r.mu.Lock()

@@ -84,6 +84,14 @@ func TestRestartPreservesIDsAndAcks(t *testing.T) {
 	if r.NextID() != next {
 		t.Fatalf("NextID after restart %d, want %d", r.NextID(), next)
 	}
+	for i, id := range ids {
+		if r.Acked(id) != acked[id] {
+			t.Fatalf("Acked(%d) = %v after restart (index %d)", id, r.Acked(id), i)
+		}
+	}
+	if r.Acked(9999) {
+		t.Fatal("Acked of an unknown id")
+	}
 	if id, ok := r.FirstUnacked(); !ok || id != ids[3] {
 		t.Fatalf("FirstUnacked after restart = %d,%v want %d", id, ok, ids[3])
 	}
