@@ -8,6 +8,7 @@
 package config
 
 import (
+	"github.com/kvscamd/kvscamd/credentials"
 	"log/slog"
 	"time"
 )
@@ -140,9 +141,10 @@ type Credentials struct {
 	CA        string `toml:"ca"`   // CA bundle for the endpoint; empty = system roots
 
 	// Used by source = "static".
-	AccessKeyID     string `toml:"access_key_id"`
-	SecretAccessKey string `toml:"secret_access_key"`
-	SessionToken    string `toml:"session_token"`
+	AccessKeyID string `toml:"access_key_id"`
+	// Secrets print as "[redacted]" in logs, errors and %+v output.
+	SecretAccessKey credentials.Secret `toml:"secret_access_key"`
+	SessionToken    credentials.Secret `toml:"session_token"`
 }
 
 // KVS is the [kvs] table.

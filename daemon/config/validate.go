@@ -143,7 +143,7 @@ func (cr *Credentials) validate(v *validator) {
 		v.required("credentials.key", cr.Key, `"/etc/kvscamd/certs/private.pem.key"`)
 	case CredentialsStatic:
 		v.required("credentials.access_key_id", cr.AccessKeyID, `"AKIA..."`)
-		v.required("credentials.secret_access_key", cr.SecretAccessKey, `"..."`)
+		v.required("credentials.secret_access_key", cr.SecretAccessKey.Reveal(), `"..."`)
 	}
 }
 
