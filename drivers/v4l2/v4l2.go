@@ -240,6 +240,11 @@ func (s *Source) negotiate(fd uintptr, caps v4l2.Capability) error {
 	var offered []string
 	hasH264 := false
 	for _, d := range descs {
+		if d.PixelFormat == 0 {
+			// Seen from v4l2loopback while its producer is still
+			// setting up; a real list never holds a zero code.
+			return fmt.Errorf("v4l2 %s: device lists an empty format code; not ready yet", path)
+		}
 		if d.PixelFormat == v4l2.PixelFmtH264 {
 			hasH264 = true
 		}

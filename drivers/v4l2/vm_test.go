@@ -97,10 +97,8 @@ func TestVMLoopbackH264FrameExact(t *testing.T) {
 		select {
 		case f := <-out:
 			got = append(got, f)
-			if len(got) == 1 { // the primed unit arrived: let the writer go on
-				if _, err := io.WriteString(toWriter, "go\n"); err != nil {
-					t.Fatal(err)
-				}
+			if _, err := io.WriteString(toWriter, "next\n"); err != nil {
+				t.Fatal(err)
 			}
 		case err := <-done:
 			t.Fatalf("Run ended after %d frames: %v", len(got), err)
@@ -200,13 +198,14 @@ func TestVMWaitsForProducerAndReopensAfterStall(t *testing.T) {
 	if !bytes.Equal(first.NALUs[len(first.NALUs)-1], want[0][len(want[0])-1]) {
 		t.Fatal("first frame after the producer appeared is not the clip's first")
 	}
-	io.WriteString(toWriter, "go\n") //nolint:errcheck
+	io.WriteString(toWriter, "next\n") //nolint:errcheck
 	got := 1
 	deadline := time.After(120 * time.Second)
 	for got < len(want) {
 		select {
 		case <-out:
 			got++
+			io.WriteString(toWriter, "next\n") //nolint:errcheck
 		case <-deadline:
 			t.Fatalf("captured %d of %d", got, len(want))
 		}

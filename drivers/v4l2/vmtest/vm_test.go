@@ -130,7 +130,7 @@ func TestV4L2DriverInVM(t *testing.T) {
 	if err != nil {
 		t.Fatalf("in-VM tests failed (exit code 125 means the VM died or timed out): %v", err)
 	}
-	for _, name := range []string{"TestVMLoopbackH264FrameExact", "TestVMWaitsForProducerAndReopensAfterStall", "TestVMVividOffersNoH264", "TestVMMissingDeviceIsRetried"} {
+	for _, name := range []string{"TestVMLoopbackH264FrameExact", "TestVMWaitsForProducerAndReopensAfterStall", "TestVMVividOffersNoH264", "TestMissingDeviceIsRetried"} {
 		if !bytes.Contains(out, []byte("--- PASS: "+name)) {
 			t.Errorf("%s did not pass inside the VM", name)
 		}

@@ -5,9 +5,10 @@
 //
 // Protocol on stdin/stdout, so the test controls timing without sleeping:
 // the writer sets the format, writes the first access unit (v4l2loopback's
-// capture side only works after that) and prints "primed". After the test
-// has seen that frame arrive it sends a line on stdin; the writer then
-// writes the remaining access units at -fps and prints "done".
+// capture side only works after that) and prints "primed". For every frame
+// the test receives it sends a line on stdin, and the writer writes the
+// next access unit, at most -fps per second. After the last it prints
+// "done" and keeps the device open until stdin is closed.
 //
 // It is pure Go (raw ioctl) so that it links statically without cgo; the
 // struct layout below is the 64-bit one.
@@ -18,6 +19,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"time"
 	"unsafe"
@@ -97,21 +99,25 @@ func run(dev, clip string, width, height, fps int) error {
 		return fmt.Errorf("write access unit 0: %w", err)
 	}
 	fmt.Println("primed", len(aus))
+	// Lockstep: each further unit is written once the reader has
+	// acknowledged the previous one (a line on stdin), and no faster than
+	// fps. v4l2loopback skips frames for a reader more than two behind,
+	// which a loaded CI machine running the VM under TCG could cause.
 	stdin := bufio.NewReader(os.Stdin)
-	if _, err := stdin.ReadString('\n'); err != nil {
-		return fmt.Errorf("waiting for go: %w", err)
-	}
 	tick := time.NewTicker(time.Second / time.Duration(fps))
 	defer tick.Stop()
 	for i, au := range aus[1:] {
+		if _, err := stdin.ReadString('\n'); err != nil {
+			return fmt.Errorf("waiting for the reader to take access unit %d: %w", i, err)
+		}
 		<-tick.C
 		if _, err := f.Write(au); err != nil {
 			return fmt.Errorf("write access unit %d: %w", i+1, err)
 		}
 	}
 	fmt.Println("done")
-	// Keep the device open until told to quit, so the reader does not
-	// see the producer vanish while it drains.
-	stdin.ReadString('\n') //nolint:errcheck
+	// Keep the device open until stdin closes, so the reader does not see
+	// the producer vanish.
+	io.Copy(io.Discard, stdin) //nolint:errcheck
 	return nil
 }
