@@ -221,4 +221,3 @@ func TestConfigurationErrors(t *testing.T) {
 		t.Fatalf("second pipeline on the same state_dir: %v", err)
 	}
 }
-
