@@ -498,3 +498,15 @@ func apiErrorOf(tb testing.TB, resp *http.Response) (typ, msg string) {
 	}
 	return typ, body.Message
 }
+
+// newAckDecoder decodes ACKs from a response body until it ends.
+func newAckDecoder(resp *http.Response) func() (ackMsg, bool) {
+	dec := json.NewDecoder(resp.Body)
+	return func() (ackMsg, bool) {
+		var a ackMsg
+		if err := dec.Decode(&a); err != nil {
+			return a, false
+		}
+		return a, true
+	}
+}

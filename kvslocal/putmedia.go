@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -170,6 +171,11 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 
 	if err := ss.rc.EnableFullDuplex(); err != nil {
 		s.log.Warn("kvslocal: full duplex unavailable", "err", err)
+	}
+	if strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		// Some producers wait for this before sending the body. Written
+		// before the headers are set, which Go would copy into it.
+		w.WriteHeader(http.StatusContinue)
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
@@ -470,6 +476,7 @@ func (ss *session) fragmentBytes(f *fragment) error {
 func (ss *session) fragmentComplete(f *fragment, reason string) error {
 	ss.mu.Lock()
 	ss.open = nil
+	early := f.forceAcked
 	ss.mu.Unlock()
 	if f.failCode != 0 {
 		return &StreamError{Code: f.failCode, Msg: "injected failure", Timecode: f.timecode, Number: f.number}
@@ -498,7 +505,7 @@ func (ss *session) fragmentComplete(f *fragment, reason string) error {
 		ss.s.log.Error("kvslocal: recording fragment failed", "stream", ss.st.name, "err", err)
 	}
 	ss.s.log.Debug("kvslocal: fragment received", "stream", ss.st.name, "timecode", f.timecode, "frames", f.frames, "bytes", len(f.raw), "why", reason)
-	if !f.forceAcked {
+	if !early {
 		ss.enqueueReceived(f.timecode, f.number)
 	}
 	return nil
