@@ -2,24 +2,182 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
 	"io"
+	"log/slog"
+	"net"
+	"os"
+	osexec "os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kvscamd/kvscamd/credentials"
+	"github.com/kvscamd/kvscamd/credentials/certs"
+	"github.com/kvscamd/kvscamd/daemon/config"
+	"github.com/kvscamd/kvscamd/daemon/sender"
+	"github.com/kvscamd/kvscamd/drivers/clock"
+	"github.com/kvscamd/kvscamd/drivers/file"
 )
 
 const checkAbout = `
 Checks the configuration, the files it names, the credentials, the KVS and
 MQTT endpoints, the clock and the capture devices. Prints one line per
 check, "NAME: ok ..." or "NAME: FAIL reason and fix", for the checks config,
-credentials, kvs, mqtt, clock and device. Exits 0 only if all pass.`
+credentials, kvs, mqtt, clock and device (kvs and device once per stream).
+Exits 0 only if all pass. Secrets are never printed.`
+
+// checkTimeout bounds each network check, so that check answers on a
+// device whose network is down.
+const checkTimeout = 20 * time.Second
 
 // cmdCheck validates a configuration and the environment it needs.
 func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("check", "[-config FILE]", checkAbout)
-	configFlag(fs)
+	path := configFlag(fs)
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	return errNotAvailable
+	failed := 0
+	line := func(s string, err error) {
+		if err != nil {
+			failed++
+		}
+		fmt.Fprintln(stdout, s)
+	}
+
+	cfg, err := config.Load(*path)
+	if err != nil {
+		// Every problem on its own line, so that one edit fixes them all.
+		msg := strings.ReplaceAll(err.Error(), "\n", "\n  ")
+		line(fmt.Sprintf("config: FAIL %s", msg), err)
+		return &exitError{code: exitFailure}
+	}
+	line(fmt.Sprintf("config: ok %s (%d stream%s)", *path, len(cfg.Streams), plural(len(cfg.Streams))), nil)
+
+	line(checkClock(cfg))
+
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	// The lines say what matters; the providers' own logs would repeat it.
+	quiet := credentials.WithLogger(slog.New(slog.DiscardHandler))
+	credLine, credErr := credentials.Check(cctx, cfg.CredentialsConfig(), quiet)
+	line(credLine, credErr)
+
+	var prov *credentials.Provider
+	if credErr == nil {
+		prov, err = credentials.New(cctx, cfg.CredentialsConfig(), quiet)
+		if err != nil {
+			credErr = err
+		}
+	}
+	for i := range cfg.Streams {
+		st := &cfg.Streams[i]
+		if credErr != nil {
+			line(fmt.Sprintf("kvs: FAIL stream %s: not checked, the credentials check failed; fix it first", st.Name), credErr)
+		} else {
+			sc := sender.ConfigFrom(cfg, st)
+			sc.Credentials = prov
+			line(sender.Check(cctx, sc))
+		}
+		line(checkDevice(cfg, st))
+	}
+	line(checkMQTT(cctx, cfg))
+
+	if failed > 0 {
+		return &exitError{code: exitFailure}
+	}
+	return nil
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func checkClock(cfg *config.Config) (string, error) {
+	mode, err := clock.ParseSyncMode(string(cfg.ClockSync))
+	if err != nil {
+		return "clock: FAIL " + err.Error(), err
+	}
+	st := clock.System{Mode: mode}.Status()
+	now := time.Now().UTC().Format(time.RFC3339)
+	if st.Synced {
+		return fmt.Sprintf("clock: ok %s, synchronised (%s)", now, st.Source), nil
+	}
+	err = errors.New("unsynchronised")
+	return fmt.Sprintf("clock: FAIL %s, the kernel reports the clock unsynchronised (%s); uploads wait until it is: "+
+		"enable NTP (timedatectl set-ntp true), or set clock_sync = \"trust\" if this clock is known to be right", now, st.Detail), err
+}
+
+// checkDevice checks that a stream's source can start: the device node
+// opens, the file is H.264, the command exists.
+func checkDevice(cfg *config.Config, st *config.Stream) (string, error) {
+	fail := func(format string, args ...any) (string, error) {
+		err := fmt.Errorf(format, args...)
+		return fmt.Sprintf("device: FAIL stream %s: %v", st.Name, err), err
+	}
+	switch st.Driver {
+	case config.DriverV4L2:
+		fi, err := os.Stat(st.Device)
+		if err != nil {
+			return fail("%v; plug in the camera or set device = the camera's /dev/videoN", err)
+		}
+		if fi.Mode()&os.ModeCharDevice == 0 {
+			return fail("%s is not a character device; set device = the camera's /dev/videoN", st.Device)
+		}
+		f, err := os.OpenFile(st.Device, os.O_RDWR|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return fail("%v; add the service user to the video group (usermod -aG video kvscamd)", err)
+		}
+		f.Close()
+		return fmt.Sprintf("device: ok stream %s: %s opens (H.264 support is checked when capture starts)", st.Name, st.Device), nil
+	case config.DriverFile:
+		if _, err := file.New(file.Config{Path: st.Path, FPS: st.FPS}); err != nil {
+			return fail("%v", err)
+		}
+		return fmt.Sprintf("device: ok stream %s: %s is Annex-B H.264", st.Name, st.Path), nil
+	case config.DriverExec:
+		if len(st.Command) == 0 {
+			return fail("command is empty; set command = [\"rpicam-vid\", \"-t\", \"0\", \"-o\", \"-\"]")
+		}
+		p, err := osexec.LookPath(st.Command[0])
+		if err != nil {
+			return fail("%v; install it or give its full path in command", err)
+		}
+		return fmt.Sprintf("device: ok stream %s: %s found at %s", st.Name, st.Command[0], p), nil
+	}
+	return fail("unknown driver %q", st.Driver)
+}
+
+// checkMQTT loads the MQTT certificates and completes a TLS handshake with
+// the broker; the MQTT session itself is not opened.
+func checkMQTT(ctx context.Context, cfg *config.Config) (string, error) {
+	m := cfg.MQTT
+	if !m.Enabled {
+		return "mqtt: ok disabled (mqtt.enabled = false)", nil
+	}
+	fail := func(err error) (string, error) { return "mqtt: FAIL " + err.Error(), err }
+	host, _, err := net.SplitHostPort(m.Endpoint)
+	if err != nil {
+		return fail(fmt.Errorf("endpoint %q: %v; set endpoint = \"<prefix>-ats.iot.<region>.amazonaws.com:8883\"", m.Endpoint, err))
+	}
+	tc, err := certs.ClientTLSConfig(certs.Files{Cert: m.Cert, Key: m.Key, CA: m.CA}, host, time.Now())
+	if err != nil {
+		return fail(err)
+	}
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: tc}
+	conn, err := d.DialContext(ctx, "tcp", m.Endpoint)
+	if err != nil {
+		return fail(fmt.Errorf("TLS connection to %s: %v; check the endpoint (aws iot describe-endpoint --endpoint-type iot:Data-ATS) and that the certificate is active", m.Endpoint, err))
+	}
+	conn.Close()
+	return fmt.Sprintf("mqtt: ok TLS handshake with %s as %s", m.Endpoint, cfg.ThingName), nil
 }

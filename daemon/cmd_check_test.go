@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kvscamd/kvscamd/internal/testclips"
+	"github.com/kvscamd/kvscamd/kvslocal"
+)
+
+// checkConfig writes a configuration for a file stream against a local KVS
+// endpoint and returns its path.
+func checkConfig(t *testing.T, endpoint, key, secret, token, extra string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "kvscamd.toml")
+	body := fmt.Sprintf(`
+thing_name = "cam-1"
+region = "us-west-2"
+state_dir = %q
+clock_sync = "trust"
+
+[credentials]
+source = "static"
+access_key_id = %q
+secret_access_key = %q
+session_token = %q
+
+[kvs]
+endpoint = %q
+
+[[stream]]
+name = "cam-1"
+driver = "file"
+path = %q
+fps = 30
+%s`, t.TempDir(), key, secret, token, endpoint, testclips.Get("high-aud.h264").Path(), extra)
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestCheckAllPass(t *testing.T) {
+	srv := kvslocal.Start(t, kvslocal.Options{})
+	srv.CreateStream("cam-1", 24*time.Hour)
+	c := srv.IssueCredentials(time.Hour)
+	path := checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "")
+	code, out, errOut := runCLI(t, "check", "-config", path)
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	for _, name := range []string{"config", "clock", "credentials", "kvs", "device", "mqtt"} {
+		if !strings.Contains(out, "\n"+name+": ok") && !strings.HasPrefix(out, name+": ok") {
+			t.Errorf("no %q ok line in:\n%s", name, out)
+		}
+	}
+	if !strings.Contains(out, "retention 24h") || strings.Contains(out, c.SecretAccessKey) || strings.Contains(out, c.SessionToken) {
+		t.Errorf("output:\n%s", out)
+	}
+}
+
+func TestCheckFailures(t *testing.T) {
+	srv := kvslocal.Start(t, kvslocal.Options{})
+	c := srv.IssueCredentials(time.Hour)
+
+	// The stream does not exist and create_stream is off.
+	path := checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "")
+	code, out, _ := runCLI(t, "check", "-config", path)
+	if code != exitFailure || !strings.Contains(out, "kvs: FAIL stream cam-1") || !strings.Contains(out, "create_stream = true") {
+		t.Errorf("missing stream: exit %d\n%s", code, out)
+	}
+	// With create_stream on, a missing stream is fine.
+	path = checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "")
+	cfg, _ := os.ReadFile(path)
+	os.WriteFile(path, []byte(strings.Replace(string(cfg), "[kvs]\n", "[kvs]\ncreate_stream = true\n", 1)), 0o600)
+	if code, out, _ := runCLI(t, "check", "-config", path); code != exitOK || !strings.Contains(out, "does not exist yet") {
+		t.Errorf("create_stream: exit %d\n%s", code, out)
+	}
+
+	// Keys the endpoint does not know.
+	path = checkConfig(t, srv.URL, "AKIAUNKNOWN000000000", "nope-secret", "", "")
+	code, out, _ = runCLI(t, "check", "-config", path)
+	if code != exitFailure || !strings.Contains(out, "kvs: FAIL") || strings.Contains(out, "nope-secret") {
+		t.Errorf("unknown keys: exit %d\n%s", code, out)
+	}
+
+	// A bad configuration stops at the config line, naming key and line.
+	path = checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "fsp = 30\n")
+	code, out, _ = runCLI(t, "check", "-config", path)
+	if code != exitFailure || !strings.HasPrefix(out, "config: FAIL") || !strings.Contains(out, "fsp") || !strings.Contains(out, "line") {
+		t.Errorf("unknown key: exit %d\n%s", code, out)
+	}
+
+	// An exec stream whose command does not exist.
+	path = checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "")
+	cfg, _ = os.ReadFile(path)
+	cfg = []byte(strings.Replace(string(cfg), `driver = "file"`, `driver = "exec"`+"\ncommand = [\"no-such-encoder-here\"]", 1))
+	os.WriteFile(path, cfg, 0o600)
+	if code, out, _ := runCLI(t, "check", "-config", path); code != exitFailure || !strings.Contains(out, "device: FAIL stream cam-1") {
+		t.Errorf("missing command: exit %d\n%s", code, out)
+	}
+}
