@@ -75,21 +75,22 @@ var (
 	p   = []byte{0x41, 0x9a, 0x02}
 )
 
+var assemblerCases = []struct {
+	name    string
+	buffers [][]byte
+	want    [][][]byte // per buffer: the access unit returned, nil for none
+	err     []bool
+}{
+	{"joined headers", [][]byte{annexB(sps, pps, idr), annexB(p)},
+		[][][]byte{{sps, pps, idr}, {p}}, []bool{false, false}},
+	{"separate headers join the next picture", [][]byte{annexB(sps, pps), annexB(idr), annexB(p)},
+		[][][]byte{nil, {sps, pps, idr}, {p}}, []bool{false, false, false}},
+	{"garbage is an error and resets", [][]byte{annexB(sps), []byte("not h264"), annexB(idr)},
+		[][][]byte{nil, nil, {idr}}, []bool{false, true, false}},
+}
+
 func TestAssembler(t *testing.T) {
-	cases := []struct {
-		name    string
-		buffers [][]byte
-		want    [][][]byte // per buffer: the access unit returned, nil for none
-		err     []bool
-	}{
-		{"joined headers", [][]byte{annexB(sps, pps, idr), annexB(p)},
-			[][][]byte{{sps, pps, idr}, {p}}, []bool{false, false}},
-		{"separate headers join the next picture", [][]byte{annexB(sps, pps), annexB(idr), annexB(p)},
-			[][][]byte{nil, {sps, pps, idr}, {p}}, []bool{false, false, false}},
-		{"garbage is an error and resets", [][]byte{annexB(sps), []byte("not h264"), annexB(idr)},
-			[][][]byte{nil, nil, {idr}}, []bool{false, true, false}},
-	}
-	for _, c := range cases {
+	for _, c := range assemblerCases {
 		t.Run(c.name, func(t *testing.T) {
 			var a assembler
 			for i, b := range c.buffers {
@@ -124,4 +125,33 @@ func BenchmarkAssembler(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzAssembler feeds arbitrary buffers: no panic, and every access unit
+// returned holds non-empty NAL units including a picture.
+func FuzzAssembler(f *testing.F) {
+	for _, c := range assemblerCases {
+		for _, b := range c.buffers {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var a assembler
+		for range 2 {
+			au, err := a.add(append([]byte(nil), b...))
+			if err != nil || au == nil {
+				continue
+			}
+			vcl := false
+			for _, n := range au {
+				if len(n) == 0 {
+					t.Fatal("empty NAL unit")
+				}
+				vcl = vcl || h264.Type(n).IsVCL()
+			}
+			if !vcl {
+				t.Fatal("access unit without a picture")
+			}
+		}
+	})
 }

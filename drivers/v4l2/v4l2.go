@@ -338,14 +338,17 @@ func (s *Source) stream(ctx context.Context, dev *device) error {
 	first := true
 	var lastSeq uint32
 	lastFrame := time.Now()
+	keyUnsupported := false
 	pfd := []unix.PollFd{{Fd: int32(dev.fd), Events: unix.POLLIN}}
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if s.keyReq.Swap(false) {
+		if s.keyReq.Swap(false) && !keyUnsupported {
 			if err := v4l2.SetControlValue(dev.fd, cidForceKeyFrame, 0); err != nil {
-				s.log.Info("key frame request not supported by the device", "err", err)
+				// Logged once per open: the fragmenter may ask often.
+				keyUnsupported = true
+				s.log.Info("device cannot force a key frame; requests are ignored until it is reopened", "err", err)
 			}
 		}
 		pfd[0].Revents = 0
