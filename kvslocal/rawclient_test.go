@@ -56,10 +56,10 @@ func TestProducerCStyleRequest(t *testing.T) {
 			cred := srv.IssueCredentials(time.Hour)
 			m := liveMovie(t)
 			headers := map[string]string{
-				"host":                                    "127.0.0.1",
-				"user-agent":                              "AWS-PRODUCER-SDK-KVS/3.4.1 GCC/12.2.0 Linux/6.1 x86_64",
-				"x-amzn-stream-name":                      "cam",
-				"x-amzn-producer-start-timestamp":         fmt.Sprintf("%d.%d", time.Now().Unix(), 5),
+				"host":                            "127.0.0.1",
+				"user-agent":                      "AWS-PRODUCER-SDK-KVS/3.4.1 GCC/12.2.0 Linux/6.1 x86_64",
+				"x-amzn-stream-name":              "cam",
+				"x-amzn-producer-start-timestamp": fmt.Sprintf("%d.%d", time.Now().Unix(), 5),
 				"x-amzn-fragment-acknowledgment-required": "1",
 				"x-amzn-fragment-timecode-type":           "ABSOLUTE",
 				"transfer-encoding":                       "chunked",

@@ -424,6 +424,10 @@ func TestDownRefusedDropsConnections(t *testing.T) {
 		t.Fatal("want the open connection broken")
 	}
 	srv.Up()
+	// The server notices the broken connection on its own time.
+	if err := srv.WaitDisconnected(ctxT(t), "s"); err != nil {
+		t.Fatal(err)
+	}
 	c = mustOpen(t, srv, "s", pmOpts{})
 	c.closeBody()
 	if _, err := c.all(); err != nil {
