@@ -91,7 +91,9 @@ type Config struct {
 	// 0 means only the service quota applies.
 	RateLimit int64
 	// Mode is ModeLive (default) or ModeRecord.
-	Mode   string
+	Mode string
+	// Logger receives the sender's records; it should already carry the
+	// stream's name (the pipeline's loggers do).
 	Logger *slog.Logger
 
 	// RotateAfter ends a connection at the next fragment boundary once it

@@ -71,7 +71,12 @@ func (c *control) ensure(ctx context.Context) (int32, error) {
 		if err := c.create(ctx); err != nil {
 			return 0, err
 		}
-		return 0, fail(ClassRetry, "kvs: stream %q created, waiting for it to become ACTIVE", name)
+		cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
+		out, err = c.client.DescribeStream(cctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(name)})
+		cancel()
+		if err != nil {
+			return 0, controlError("DescribeStream", name, err)
+		}
 	case err != nil:
 		return 0, controlError("DescribeStream", name, err)
 	}

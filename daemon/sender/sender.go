@@ -62,8 +62,11 @@ func New(cfg Config) (*Sender, error) {
 		return nil, err
 	}
 	creds := cfg.Credentials
-	if _, ok := creds.(*aws.CredentialsCache); !ok {
-		// A cache refreshes ahead of expiry, so opening a connection
+	_, isCache := creds.(*aws.CredentialsCache)
+	_, canInvalidate := creds.(interface{ Invalidate() })
+	if !isCache && !canInvalidate {
+		// Providers with Invalidate cache on their own (the daemon's
+		// credentials.Provider does). A cache refreshes ahead of expiry, so opening a connection
 		// rarely waits for a refresh, and an open stream never does:
 		// credentials are only needed to sign a new request.
 		creds = aws.NewCredentialsCache(creds, func(o *aws.CredentialsCacheOptions) {
@@ -73,7 +76,7 @@ func New(cfg Config) (*Sender, error) {
 	}
 	s := &Sender{
 		cfg:      cfg,
-		log:      cfg.Logger.With("stream", cfg.Stream),
+		log:      cfg.Logger,
 		creds:    creds,
 		signer:   v4.NewSigner(),
 		http:     &http.Client{Transport: newTransport(&cfg)},
