@@ -6,6 +6,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/pipeline"
+	"github.com/kvscamd/kvscamd/daemon/sender"
 )
 
 const runAbout = `
@@ -14,9 +15,9 @@ keeps them in the on-disk ring buffer below state_dir and uploads them to
 Kinesis Video Streams. Stops cleanly on SIGINT or SIGTERM: the fragment
 being captured is closed and stored before the process exits.`
 
-// uploaderFactory builds each stream's uploader. While it is nil, run
-// captures into the rings only; the sender plugs in here.
-var uploaderFactory pipeline.UploaderFactory
+// uploaderFactory builds each stream's uploader: the sender. Set to nil,
+// run would capture into the rings only.
+var uploaderFactory pipeline.UploaderFactory = sender.PipelineUploader
 
 // cmdRun is the service entry point.
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
