@@ -71,6 +71,7 @@ type session struct {
 	queue    []queuedAck
 	qClosed  bool
 	abortErr error
+	finished bool
 	open     *fragment // for early acks
 	file     *os.File
 	fileName string
@@ -158,6 +159,9 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 	s.wg.Add(1)
 	defer s.wg.Done()
 	defer func() {
+		ss.mu.Lock()
+		ss.finished = true // no ResponseController calls after return
+		ss.mu.Unlock()
 		st.mu.Lock()
 		if st.active == ss {
 			st.active = nil
@@ -305,10 +309,13 @@ func (ss *session) supervise(parseDone chan error) error {
 // abort stops reading the body; the parser then returns err.
 func (ss *session) abort(err error) {
 	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.finished {
+		return
+	}
 	if ss.abortErr == nil {
 		ss.abortErr = err
 	}
-	ss.mu.Unlock()
 	_ = ss.rc.SetReadDeadline(time.Now())
 }
 

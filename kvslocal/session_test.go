@@ -477,3 +477,44 @@ func TestAckFramings(t *testing.T) {
 }
 
 var _ = context.Background
+
+// Fragments beyond the per-second quota are not refused; the server reads
+// them more slowly, as the service throttles ingestion.
+func TestFragmentRateThrottles(t *testing.T) {
+	const rate = 4
+	srv := kvslocal.Start(t, kvslocal.Options{MaxFragmentsPerSecond: rate})
+	newStream(t, srv, "s", 0)
+	base := liveMovie(t)
+	m := base.clone()
+	for k := 1; k < 4; k++ { // 12 fragments
+		m.clusters = append(m.clusters, base.shift(uint64(k*3000)).clusters...)
+	}
+	start := time.Now()
+	c := mustOpen(t, srv, "s", pmOpts{})
+	go func() { _ = c.send(m.bytes()); c.closeBody() }()
+	acks, err := c.all()
+	if err != nil || len(srv.Fragments("s")) != len(m.clusters) {
+		t.Fatalf("%v %v", describe(acks), err)
+	}
+	// The first second's worth passes at once; the rest at the rate.
+	if min := time.Duration(len(m.clusters)-rate-1) * time.Second / rate; time.Since(start) < min {
+		t.Fatalf("%d fragments in %v, faster than %d/s", len(m.clusters), time.Since(start), rate)
+	}
+}
+
+func TestBandwidthThrottles(t *testing.T) {
+	const rate = 100_000
+	srv := kvslocal.Start(t, kvslocal.Options{MaxBytesPerSecond: rate})
+	newStream(t, srv, "s", 0)
+	m := liveMovie(t)
+	body := m.bytes()
+	start := time.Now()
+	c := mustOpen(t, srv, "s", pmOpts{})
+	go func() { _ = c.send(body); c.closeBody() }()
+	if _, err := c.all(); err != nil {
+		t.Fatal(err)
+	}
+	if min := time.Duration(float64(len(body)-rate) / rate * float64(time.Second)); time.Since(start) < min {
+		t.Fatalf("%d bytes in %v, faster than %d B/s", len(body), time.Since(start), rate)
+	}
+}
