@@ -14,7 +14,7 @@ import (
 
 func TestMissingDeviceIsRetried(t *testing.T) {
 	src, err := newSource(Config{Device: "/dev/video-kvscamd-absent", Width: 320, Height: 240, FPS: 30,
-		Clock: clock.System{Mode: clock.SyncTrust}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+		Clock: clock.System{Mode: clock.SyncTrust}, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}, openDevice)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,7 +82,7 @@ func TestVMLoopbackH264FrameExact(t *testing.T) {
 		KeyframeInterval: time.Second, Profile: "high",
 		Clock: clock.System{Mode: clock.SyncTrust},
 		Log:   slog.New(slog.NewTextHandler(os.Stderr, nil)),
-	})
+	}, openDevice)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestVMWaitsForProducerAndReopensAfterStall(t *testing.T) {
 		Clock:      clock.System{Mode: clock.SyncTrust},
 		Log:        slog.New(slog.NewTextHandler(io.MultiWriter(os.Stderr, logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, StallTimeout: time.Second,
-	})
+	}, openDevice)
 	if err != nil {
 		t.Fatal(err)
 	}
