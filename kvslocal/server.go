@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -213,12 +214,47 @@ func Start(tb testing.TB, o Options) *Server {
 	if o.Dir == "" {
 		o.Dir = tb.TempDir()
 	}
+	var tw *tbWriter
+	if o.Logger == nil {
+		// Shown only for failing tests or with -v.
+		tw = &tbWriter{tb: tb}
+		o.Logger = slog.New(slog.NewTextHandler(tw, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	s := New(o)
 	if err := s.Start(); err != nil {
 		tb.Fatalf("kvslocal: %v", err)
 	}
-	tb.Cleanup(s.Close)
+	tb.Cleanup(func() {
+		s.Close()
+		if tw != nil {
+			tw.stop()
+		}
+	})
 	return s
+}
+
+// tbWriter sends log lines to a test's log until the test cleans up;
+// handlers that finish later (after Close) must not log into a finished
+// test, which would panic.
+type tbWriter struct {
+	mu      sync.Mutex
+	tb      testing.TB
+	stopped bool
+}
+
+func (w *tbWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.tb.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *tbWriter) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
 }
 
 // Start listens on Options.Addr and serves in the background.
