@@ -184,7 +184,7 @@ func (s *Server) opGetDataEndpoint(body []byte) (any, *apiError) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return map[string]string{"DataEndpoint": s.URL}, nil
+	return map[string]string{"DataEndpoint": s.DataURL}, nil
 }
 
 func (s *Server) opListStreams(body []byte) (any, *apiError) {

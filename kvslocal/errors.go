@@ -40,6 +40,7 @@ const (
 	excUnknownOperation      = "UnknownOperationException"
 	excSerialization         = "SerializationException"
 	excVersionMismatch       = "VersionMismatchException"
+	excInvalidEndpoint       = "InvalidEndpointException"
 )
 
 // Messages the service is known to send (seen in producer logs); tests and

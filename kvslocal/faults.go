@@ -206,16 +206,18 @@ func (s *Server) Down(mode DownMode, d time.Duration) {
 		s.down.timer = nil
 	}
 	s.down.active, s.down.mode = true, mode
-	var hs *http.Server
-	if mode == Refused && s.srv != nil {
-		hs, s.srv = s.srv, nil
+	var srvs []*http.Server
+	if mode == Refused {
+		srvs, s.srvs = s.srvs, nil
 	}
 	if d > 0 {
 		s.down.timer = time.AfterFunc(d, s.Up)
 	}
 	s.mu.Unlock()
-	if hs != nil {
-		_ = hs.Close()
+	if len(srvs) > 0 {
+		for _, hs := range srvs {
+			_ = hs.Close()
+		}
 		s.mu.Lock()
 		for c := range s.conns {
 			_ = c.Close()
@@ -236,7 +238,7 @@ func (s *Server) Up() {
 		s.down.timer.Stop()
 		s.down.timer = nil
 	}
-	if s.srv == nil {
+	if len(s.srvs) == 0 {
 		if err := s.listenLocked(); err != nil {
 			s.log.Error("kvslocal: cannot listen again", "err", err)
 		}

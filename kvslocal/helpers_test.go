@@ -317,6 +317,7 @@ type pmOpts struct {
 	contentHash  string // x-amz-content-sha256 header and payload hash
 	streamARN    string
 	client       *http.Client
+	url          string // default srv.URL
 }
 
 type pmConn struct {
@@ -335,7 +336,11 @@ type pmConn struct {
 func openPutMedia(tb testing.TB, srv *kvslocal.Server, streamName string, o pmOpts) (*pmConn, *http.Response) {
 	tb.Helper()
 	pr, pw := io.Pipe()
-	req, err := http.NewRequest(http.MethodPost, srv.URL+"/putMedia", pr)
+	base := srv.URL
+	if o.url != "" {
+		base = o.url
+	}
+	req, err := http.NewRequest(http.MethodPost, base+"/putMedia", pr)
 	if err != nil {
 		tb.Fatal(err)
 	}

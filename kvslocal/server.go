@@ -108,6 +108,11 @@ type Options struct {
 	// TLS serves HTTPS with a self-signed certificate (see CACertPEM);
 	// HTTP/1.1 only, as PutMedia's full-duplex streaming needs.
 	TLS bool
+	// SeparateDataEndpoint serves PutMedia on a second listener (DataURL)
+	// and answers PutMedia on the control endpoint with 400
+	// InvalidEndpointException, as the service does, so a client that
+	// skips GetDataEndpoint fails here too.
+	SeparateDataEndpoint bool
 	// AutoCreateStreams creates a stream with 24 h retention on first
 	// PutMedia/GetDataEndpoint instead of answering 404.
 	AutoCreateStreams bool
@@ -166,23 +171,26 @@ type Server struct {
 	// URL is the base URL, e.g. "http://127.0.0.1:41234"; it is both the
 	// control-plane endpoint and the DataEndpoint GetDataEndpoint returns.
 	URL string
+	// DataURL is what GetDataEndpoint returns: URL, or a second listener
+	// with Options.SeparateDataEndpoint.
+	DataURL string
 
 	opts  Options
 	log   *slog.Logger
 	creds *credStore
 
-	mu      sync.Mutex
-	addr    string // fixed after the first listen, so a restart reuses it
-	ln      net.Listener
-	srv     *http.Server
-	conns   map[net.Conn]struct{}
-	streams map[string]*stream
-	down    downState
-	closed  bool
-	deleted []*stream
-	quit    chan struct{} // closed by Close
-	cert    *tls.Certificate
-	certPEM []byte
+	mu       sync.Mutex
+	addr     string // fixed after the first listen, so a restart reuses it
+	dataAddr string
+	srvs     []*http.Server
+	conns    map[net.Conn]struct{}
+	streams  map[string]*stream
+	down     downState
+	closed   bool
+	deleted  []*stream
+	quit     chan struct{} // closed by Close
+	cert     *tls.Certificate
+	certPEM  []byte
 
 	wg        sync.WaitGroup // PutMedia sessions
 	connSeq   atomic.Int64
@@ -274,27 +282,53 @@ func (s *Server) listenLocked() error {
 	if addr == "" {
 		addr = s.opts.Addr
 	}
+	url, hs, err := s.serveLocked(&s.addr, addr, s)
+	if err != nil {
+		return err
+	}
+	s.URL = url
+	s.srvs = []*http.Server{hs}
+	s.DataURL = s.URL
+	if s.opts.SeparateDataEndpoint {
+		daddr := s.dataAddr
+		if daddr == "" {
+			daddr = "127.0.0.1:0"
+		}
+		durl, dhs, err := s.serveLocked(&s.dataAddr, daddr, dataPlane{s})
+		if err != nil {
+			_ = hs.Close()
+			return err
+		}
+		s.DataURL = durl
+		s.srvs = append(s.srvs, dhs)
+	}
+	s.log.Info("kvslocal listening", "url", s.URL, "data_url", s.DataURL)
+	return nil
+}
+
+// serveLocked listens on addr (remembering the bound address in *keep)
+// and serves h there.
+func (s *Server) serveLocked(keep *string, addr string, h http.Handler) (string, *http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("kvslocal: listen %s: %w", addr, err)
+		return "", nil, fmt.Errorf("kvslocal: listen %s: %w", addr, err)
 	}
-	s.addr = ln.Addr().String()
-	s.URL = "http://" + s.addr
+	*keep = ln.Addr().String()
+	url := "http://" + *keep
 	if s.opts.TLS {
 		if s.cert == nil {
 			cert, pemBytes, err := selfSigned(s.now())
 			if err != nil {
 				ln.Close()
-				return err
+				return "", nil, err
 			}
 			s.cert, s.certPEM = &cert, pemBytes
 		}
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*s.cert}, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12})
-		s.URL = "https://" + s.addr
+		url = "https://" + *keep
 	}
-	s.ln = ln
 	hs := &http.Server{
-		Handler:           s,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
@@ -302,10 +336,25 @@ func (s *Server) listenLocked() error {
 		},
 		ConnState: s.trackConn,
 	}
-	s.srv = hs
 	go func() { _ = hs.Serve(ln) }()
-	s.log.Info("kvslocal listening", "url", s.URL)
-	return nil
+	return url, hs, nil
+}
+
+// dataPlane serves the separate data endpoint: PutMedia only.
+type dataPlane struct{ s *Server }
+
+func (d dataPlane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := d.s
+	reqID := s.newRequestID()
+	if s.isDown503() {
+		writeAPIError(w, reqID, &apiError{http.StatusServiceUnavailable, excServiceUnavailable, "Service Unavailable"})
+		return
+	}
+	if r.Method == http.MethodPost && r.URL.Path == "/putMedia" {
+		s.handlePutMedia(w, r, reqID)
+		return
+	}
+	writeAPIError(w, reqID, &apiError{http.StatusNotFound, excUnknownOperation, "the data endpoint serves only POST /putMedia; send control-plane calls to the control endpoint"})
 }
 
 func (s *Server) trackConn(c net.Conn, st http.ConnState) {
@@ -332,10 +381,10 @@ func (s *Server) Close() {
 	if s.down.timer != nil {
 		s.down.timer.Stop()
 	}
-	hs := s.srv
-	s.srv = nil
+	srvs := s.srvs
+	s.srvs = nil
 	s.mu.Unlock()
-	if hs != nil {
+	for _, hs := range srvs {
 		_ = hs.Close()
 	}
 	s.mu.Lock()
@@ -371,6 +420,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Path == "/putMedia" {
+		if s.opts.SeparateDataEndpoint {
+			w.Header().Set("Connection", "close")
+			writeAPIError(w, reqID, &apiError{http.StatusBadRequest, excInvalidEndpoint, "PutMedia must go to the endpoint GetDataEndpoint returns for APIName PUT_MEDIA"})
+			return
+		}
 		s.handlePutMedia(w, r, reqID)
 		return
 	}

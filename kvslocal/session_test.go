@@ -518,3 +518,20 @@ func TestBandwidthThrottles(t *testing.T) {
 		t.Fatalf("%d bytes in %v, faster than %d B/s", len(body), time.Since(start), rate)
 	}
 }
+
+// With a separate data endpoint, PutMedia only works where GetDataEndpoint
+// points, as on the service.
+func TestSeparateDataEndpoint(t *testing.T) {
+	srv := kvslocal.Start(t, kvslocal.Options{SeparateDataEndpoint: true})
+	newStream(t, srv, "s", 0)
+	if srv.DataURL == srv.URL || srv.DataURL == "" {
+		t.Fatalf("DataURL %q URL %q", srv.DataURL, srv.URL)
+	}
+	_, resp := openPutMedia(t, srv, "s", pmOpts{})
+	wantHTTPError(t, resp, 400, "InvalidEndpointException", "GetDataEndpoint")
+	c := mustOpen(t, srv, "s", pmOpts{url: srv.DataURL})
+	go func() { _ = c.send(liveMovie(t).bytes()); c.closeBody() }()
+	if _, err := c.all(); err != nil || len(srv.Fragments("s")) != 3 {
+		t.Fatalf("on the data endpoint: %v, %d fragments", err, len(srv.Fragments("s")))
+	}
+}

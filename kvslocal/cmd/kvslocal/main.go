@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	maxConn := fs.Duration("max-connection", kvslocal.DefaultMaxConnectionDuration, "end PutMedia with ERROR 4003 after this long")
 	framing := fs.String("ack-framing", "mixed", "ACK layout: mixed, newline, concatenated or split")
 	ackOpen := fs.Duration("ack-open-after", 0, "acknowledge the open fragment after this long without bytes (for official producers; the service does not)")
+	separate := fs.Bool("separate-data-endpoint", false, "serve PutMedia on a second port, returned by GetDataEndpoint (as the service does)")
 	readyFile := fs.String("ready-file", "", "write the URL to this file once listening")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -79,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		AccessKeyID: *accessKey, SecretAccessKey: *secretKey,
 		IdleTimeout: *idle, MaxConnectionDuration: *maxConn, AckFraming: fr,
 		AckOpenFragmentAfter: *ackOpen, AutoCreateStreams: *autoCreate, TLS: *useTLS,
+		SeparateDataEndpoint: *separate,
 	})
 	for _, s := range streams {
 		name, ret, _ := strings.Cut(s, ":")
@@ -100,7 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	defer srv.Close()
 
 	cred := srv.Credentials()
-	fmt.Fprintf(stdout, "KVSLOCAL_URL=%s\nAWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n", srv.URL, cred.AccessKeyID, cred.SecretAccessKey)
+	fmt.Fprintf(stdout, "KVSLOCAL_URL=%s\nKVSLOCAL_DATA_URL=%s\nAWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n", srv.URL, srv.DataURL, cred.AccessKeyID, cred.SecretAccessKey)
 	if *region != "" {
 		fmt.Fprintf(stdout, "AWS_REGION=%s\n", *region)
 	}
