@@ -53,6 +53,20 @@
 // DropConnection (mid-fragment), StallAcks, Throttle, SlowReader, Down
 // (503 or connection refused) and ExpireCredentials.
 //
+// Options.SeparateDataEndpoint puts PutMedia on a second port (DataURL) and
+// refuses it on the control endpoint with InvalidEndpointException, so a
+// client must use GetDataEndpoint; Options.TLS serves HTTPS with a
+// self-signed certificate (CACertPEM, ClientTLSConfig) for producers that
+// insist on https. Only HTTP/1.1 is served. CheckStream applies the same
+// MKV rules offline, without a server.
+//
+// Deliberate choices where the service's behaviour is not documented:
+// x-amzn-producer-start-timestamp is required; a fragment must start with a
+// key frame (4006 otherwise); a fragment stamped more than
+// MaxFutureTimestamp ahead of the server clock gets 4007; fragments over
+// the per-second quotas are slowed down, not refused; when a connection
+// goes idle the open fragment is completed as at the end of the body.
+//
 // What a stream received is kept in memory (Fragments, Acks, Wait) and, when
 // Options.Dir is set, on disk: <Dir>/<stream>/conn-NNNN.mkv holds the header
 // and the RECEIVED clusters of each connection (playable with ffmpeg), and

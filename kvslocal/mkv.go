@@ -179,7 +179,6 @@ type fragment struct {
 	perTrack   []int // frames per header track, same order as tracks
 	raw        []byte
 	ended      bool // the Cluster element is over; completion pending
-	startedAt  int64
 	tags       map[string]string
 	blockCount int
 
@@ -525,7 +524,6 @@ func (p *parser) readEBMLHeader() error {
 	if _, _, err := p.peekID(); err == io.EOF {
 		return io.EOF
 	}
-	start := p.pos
 	id, size, err := p.readHeader()
 	if err != nil {
 		return err
@@ -566,7 +564,6 @@ func (p *parser) readEBMLHeader() error {
 	if p.docType != "matroska" && p.docType != "webm" {
 		return invalid("EBML DocType %q must be \"matroska\" or \"webm\"", p.docType)
 	}
-	_ = start
 	p.header = append(encodeHeader(idEBML, size), body...)
 	return nil
 }
@@ -604,14 +601,12 @@ func (p *parser) level1(id uint32) error {
 		if p.clusterSeen {
 			return invalid("element 0x%X after the first Cluster: Info and Tracks must come once, before any Cluster", id)
 		}
-		hdrStart := len(p.header)
-		_, size, body, err := p.readMeta()
+		_, _, body, err := p.readMeta()
 		if err != nil {
 			return err
 		}
-		p.header = append(p.header[:hdrStart], encodeHeader(id, int64(len(body)))...)
+		p.header = append(p.header, encodeHeader(id, int64(len(body)))...)
 		p.header = append(p.header, body...)
-		_ = size
 		if id == idInfo {
 			return p.parseInfo(body)
 		}
@@ -835,7 +830,7 @@ func (p *parser) cluster() error {
 		}
 	}
 	p.clusterSeen = true
-	f := &fragment{timecode: -1, raw: p.spare[:0], perTrack: make([]int, len(p.tracks)), tags: p.pendingTags, startedAt: p.pos}
+	f := &fragment{timecode: -1, raw: p.spare[:0], perTrack: make([]int, len(p.tracks)), tags: p.pendingTags}
 	p.spare = nil
 	p.pendingTags = nil
 	p.open = f
@@ -925,7 +920,7 @@ func (p *parser) clusterChild() error {
 		if err != nil {
 			return err
 		}
-		return p.block(b, true)
+		return p.block(b)
 	case idBlockGroup:
 		b, err := p.readFull(size, true)
 		if err != nil {
@@ -962,7 +957,7 @@ func (p *parser) blockGroup(b []byte, key bool) error {
 	return invalid("empty Block")
 }
 
-func (p *parser) block(b []byte, simple bool) error {
+func (p *parser) block(b []byte) error {
 	if len(b) < 4 {
 		return invalid("SimpleBlock of %d bytes is too short", len(b))
 	}

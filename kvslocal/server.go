@@ -193,7 +193,6 @@ type Server struct {
 	certPEM  []byte
 
 	wg        sync.WaitGroup // PutMedia sessions
-	connSeq   atomic.Int64
 	fragSeq   atomic.Int64
 	requestID atomic.Int64
 }
