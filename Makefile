@@ -2,8 +2,9 @@
 
 GO         ?= go
 BIN        := bin/kvscamd
-# A static, pure-Go binary is the default; set CGO_ENABLED=1 for cgo parts.
-CGO_ENABLED ?= 0
+# The V4L2 driver needs cgo (go4vl binds the kernel headers); CGO_ENABLED=0
+# builds a pure-Go binary whose v4l2 driver explains how to rebuild.
+CGO_ENABLED ?= 1
 VERSION    ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
 COMMIT     ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS    := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
