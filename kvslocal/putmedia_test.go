@@ -153,3 +153,40 @@ func TestPutMediaRawFFmpegRelative(t *testing.T) {
 		}
 	}
 }
+
+// A file-style Matroska (known-size Segment, SeekHead, Cues, Void) is
+// accepted too; the stored copy still plays.
+func TestPutMediaKnownSizeSegment(t *testing.T) {
+	m, _ := ffmpegMovie(t)
+	ff, err := exec.LookPath("ffmpeg")
+	if err != nil {
+		t.Fatal("ffmpeg is needed: apt-get install ffmpeg")
+	}
+	out := filepath.Join(t.TempDir(), "file.mkv")
+	if b, err := exec.Command(ff, "-nostdin", "-v", "error", "-i", filepath.Join(tmpRoot, "ff.mkv"), "-c", "copy", "-f", "matroska", out).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg remux: %v %s", err, b)
+	}
+	body, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := kvslocal.Start(t, kvslocal.Options{})
+	newStream(t, srv, "s", 0)
+	c := mustOpen(t, srv, "s", pmOpts{timecodeType: "RELATIVE"})
+	go func() { _ = c.send(body); c.closeBody() }()
+	acks, err := c.all()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frags := srv.Fragments("s")
+	frames := 0
+	for _, f := range frags {
+		frames += f.Frames
+	}
+	if frames != m.frames() {
+		t.Fatalf("%d frames in %d fragments, want %d; %v", frames, len(frags), m.frames(), describe(acks))
+	}
+	if n := ffprobeFrames(t, frags[0].File); n != m.frames() {
+		t.Fatalf("stored file: %d frames", n)
+	}
+}
