@@ -162,12 +162,7 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 		ss.mu.Lock()
 		ss.finished = true // no ResponseController calls after return
 		ss.mu.Unlock()
-		st.mu.Lock()
-		if st.active == ss {
-			st.active = nil
-		}
-		st.notifyLocked()
-		st.mu.Unlock()
+		ss.release()
 		if ss.file != nil {
 			_ = ss.file.Close()
 		}
@@ -242,6 +237,9 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 		return
 	}
 	if errors.As(err, &me) {
+		// For the service the connection is over once the ERROR is out,
+		// so the stream takes a new one at once.
+		ss.release()
 		// Give the producer a moment to see the ERROR and stop sending:
 		// closing a socket with unread data resets it, and the reset can
 		// destroy the ACK before the client reads it.
@@ -252,6 +250,17 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 		// End the response now instead of waiting for the rest of a body
 		// nobody will read.
 		_ = ss.rc.SetReadDeadline(time.Now())
+	}
+}
+
+// release frees the stream's connection slot.
+func (ss *session) release() {
+	st := ss.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.active == ss {
+		st.active = nil
+		st.notifyLocked()
 	}
 }
 

@@ -535,3 +535,31 @@ func TestSeparateDataEndpoint(t *testing.T) {
 		t.Fatalf("on the data endpoint: %v, %d fragments", err, len(srv.Fragments("s")))
 	}
 }
+
+// After an ERROR the stream takes a new connection at once, even while the
+// old request is still open on the producer's side.
+func TestReconnectRightAfterError(t *testing.T) {
+	srv := kvslocal.Start(t, kvslocal.Options{})
+	newStream(t, srv, "s", 0)
+	if err := srv.FailFragment("s", 4000, 0); err != nil {
+		t.Fatal(err)
+	}
+	m := liveMovie(t)
+	c := mustOpen(t, srv, "s", pmOpts{})
+	if err := c.send(append(m.header(), m.chunk(0)...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.send(m.chunk(1)); err != nil { // completes fragment 0: ERROR
+		t.Fatal(err)
+	}
+	c.until(isEvent("ERROR"))
+	if err := srv.WaitDisconnected(ctxT(t), "s"); err != nil {
+		t.Fatal(err)
+	}
+	c2 := mustOpen(t, srv, "s", pmOpts{})
+	go func() { _ = c2.send(m.bytes()); c2.closeBody() }()
+	if acks, err := c2.all(); err != nil || acks[len(acks)-1].EventType != "RECEIVED" {
+		t.Fatalf("second connection: %v %v", describe(acks), err)
+	}
+	c.closeBody()
+}
