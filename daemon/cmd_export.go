@@ -96,8 +96,12 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			st.Name, showTime(from, "the start"), showTime(to, "the end"),
 			rs.Oldest.UTC().Format(time.RFC3339), rs.Newest.UTC().Format(time.RFC3339))
 	}
-	fmt.Fprintf(stdout, "%s: %d frames in %d fragments, %s to %s\n", *out, n.Frames, n.Fragments,
+	fmt.Fprintf(stdout, "%s: %d frames in %d fragments, %s to %s", *out, n.Frames, n.Fragments,
 		n.first.UTC().Format(time.RFC3339Nano), n.last.UTC().Format(time.RFC3339Nano))
+	if n.Skipped > 0 {
+		fmt.Fprintf(stdout, "; %d fragments left out because they start before the previous one ends (the clock went back, e.g. across a restart)", n.Skipped)
+	}
+	fmt.Fprintln(stdout)
 	return nil
 }
 
@@ -121,13 +125,19 @@ func showTime(t time.Time, zero string) string {
 
 type exportCounts struct {
 	Fragments, Frames int
-	first, last       time.Time
+	// Skipped counts fragments left out because their time overlaps the
+	// fragment before them: Matroska needs increasing timecodes.
+	Skipped     int
+	first, last time.Time
 }
 
 // exportRing writes the fragments of r overlapping [from, to) to path as
 // one Matroska file: a fragment's header is written whenever it differs
 // from the previous one (starting a new Segment), otherwise only its
-// Cluster. The file appears under its name only when complete; when no
+// Cluster. Fragments are in id order, which is capture order; one that
+// starts before its predecessor ends (the wall clock stepped back) is left
+// out and counted, because it would make the file's timecodes go
+// backwards. The file appears under its name only when complete; when no
 // fragment matched, nothing is written.
 func exportRing(ctx context.Context, r *ring.Ring, from, to time.Time, path string) (exportCounts, error) {
 	var n exportCounts
@@ -142,6 +152,10 @@ func exportRing(ctx context.Context, r *ring.Ring, from, to time.Time, path stri
 	err = r.Range(from, to, func(_ ring.ID, f fragmenter.Fragment) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if n.Fragments > 0 && f.Time().Before(n.last) {
+			n.Skipped++
+			return nil
 		}
 		if n.Fragments == 0 {
 			n.first = f.Time()
