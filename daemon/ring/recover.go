@@ -184,7 +184,7 @@ func (r *Ring) loadSegment(seq uint64, last bool) (*segment, []entry, error) {
 	}
 	if !indexed {
 		var torn *entry
-		es, s.used, torn = r.walk(s, !ro)
+		es, s.used, torn = r.walk(s, true)
 		if torn != nil && !ro {
 			// Zero the torn record so that no later scan can mistake its
 			// remains for data.
@@ -277,8 +277,13 @@ func (r *Ring) walk(s *segment, verifyTail bool) (es []entry, end int64, torn *e
 			es = es[:len(es)-1]
 			end = e.off
 			torn = &e
-			r.st.TornTails++
-			r.log.Warn("ring: cut a record torn by a crash; it had not been stored", "segment", s.path, "id", e.id, "offset", e.off)
+			if r.opts.ReadOnly {
+				// Most likely the record a running writer is appending.
+				r.log.Debug("ring: last record incomplete; left out", "segment", s.path, "id", e.id)
+			} else {
+				r.st.TornTails++
+				r.log.Warn("ring: cut a record torn by a crash; it had not been stored", "segment", s.path, "id", e.id, "offset", e.off)
+			}
 		}
 	}
 	return es, end, torn

@@ -75,6 +75,7 @@ var (
 	errLocked       = errors.New("locked by another process")
 	errNotSupported = errors.New("not supported")
 	errCorrupt      = errors.New("corrupt record")
+	errHole         = errors.New("record reads as zeros")
 )
 
 // Stats is a snapshot of a ring's state and counters. Counters start at
@@ -447,6 +448,8 @@ func (r *Ring) read(e *entry) (fragmenter.Fragment, error) {
 	}
 	var h recHeader
 	switch {
+	case isZero(buf[:recHeaderSize]):
+		return f, errHole
 	case !h.parse(buf):
 		return f, fmt.Errorf("%w: bad header", errCorrupt)
 	case h.ID != e.id || h.Seq != e.seg.seq || h.Len != e.plen || h.CRC != e.pcrc:
@@ -472,6 +475,12 @@ func (r *Ring) dropBad(e *entry, err error) {
 	}
 	acked := r.entries[i].acked
 	r.removeEntries(i, i+1)
+	if errors.Is(err, errHole) {
+		// What eviction leaves behind (a punched hole): in a read-only
+		// view, the writer freed it after this view was opened.
+		r.log.Debug("ring: record freed meanwhile; skipped", "id", e.id, "segment", e.seg.path)
+		return
+	}
 	r.st.CorruptSkipped++
 	r.log.Error("ring: skipping damaged record; it will not be uploaded",
 		"id", e.id, "segment", e.seg.path, "offset", e.off, "time", e.start(), "acked", acked, "err", err)
