@@ -64,7 +64,6 @@ func sameFragment(a, b *fragmenter.Fragment) bool {
 type logCapture struct {
 	mu   sync.Mutex
 	recs []slog.Record
-	t    testing.TB
 }
 
 func (l *logCapture) Enabled(context.Context, slog.Level) bool { return true }

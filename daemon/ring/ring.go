@@ -72,10 +72,9 @@ var (
 	// the ring even when it is empty.
 	ErrTooLarge = errors.New("ring: fragment does not fit into the ring")
 
-	errLocked       = errors.New("locked by another process")
-	errNotSupported = errors.New("not supported")
-	errCorrupt      = errors.New("corrupt record")
-	errHole         = errors.New("record reads as zeros")
+	errLocked  = errors.New("locked by another process")
+	errCorrupt = errors.New("corrupt record")
+	errHole    = errors.New("record reads as zeros")
 )
 
 // Stats is a snapshot of a ring's state and counters. Counters start at

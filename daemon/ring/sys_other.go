@@ -2,7 +2,12 @@
 
 package ring
 
-import "os"
+import (
+	"errors"
+	"os"
+)
+
+var errNotSupported = errors.New("not supported")
 
 // kvscamd runs on Linux; these fallbacks only keep the package building
 // elsewhere (for editors and cross checks).
