@@ -34,6 +34,11 @@ func buildRing(t *testing.T, dir string, o Options) []entry {
 	es := append([]entry(nil), r.entries...)
 	r.mu.Unlock()
 	r.Close()
+	// Close indexes the active segment; a crash would not have. Recover
+	// from the state a crash leaves.
+	if err := os.Remove(es[len(es)-1].seg.idxPath); err != nil {
+		t.Fatal(err)
+	}
 	return es
 }
 
@@ -160,6 +165,22 @@ func TestRecoveryFromDamage(t *testing.T) {
 			flip(t, e.seg.path, e.off+recHeaderSize+5)
 			return e.id
 		}, 1, 0},
+		{"torn tail after an index written at Close", func(t *testing.T, dir string, es []entry) ID {
+			// A clean stop indexed records up to the second-to-last; the
+			// last was appended after the restart and torn by a crash.
+			e := lastOf(es)
+			n := 0
+			for _, x := range es {
+				if x.seg == e.seg && x.id != e.id {
+					n++
+				}
+			}
+			if err := os.WriteFile(e.seg.idxPath, marshalIndex(e.seg.seq, e.off, es[len(es)-1-n:len(es)-1]), 0o640); err != nil {
+				t.Fatal(err)
+			}
+			patch(t, e.seg.path, e.off+recHeaderSize+100, make([]byte, 1000))
+			return e.id
+		}, 0, 1},
 		{"index files garbage", func(t *testing.T, dir string, es []entry) ID {
 			for i, p := range segFiles(t, dir, ".idx") {
 				os.WriteFile(p, bytes.Repeat([]byte{byte(i + 1)}, 100+i*40), 0o640)

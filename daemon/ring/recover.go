@@ -171,20 +171,25 @@ func (r *Ring) loadSegment(seq uint64, last bool) (*segment, []entry, error) {
 	}
 
 	var es []entry
+	// A sealed segment's index covers it whole. The active segment's index,
+	// written at the last Close, covers a prefix: records appended after
+	// it (before a crash) are found by walking on from its end.
 	indexed := false
-	if !last {
-		if b, err := os.ReadFile(s.idxPath); err == nil {
-			if length, ies, ok := unmarshalIndex(b, seq, s.size); ok {
-				es, s.used, indexed = ies, length, true
-				s.idxAlloc = roundUp(int64(len(b)), blockSize)
-			} else {
-				r.log.Info("ring: segment index inconsistent with its data; rebuilding it", "index", s.idxPath)
-			}
+	if b, err := os.ReadFile(s.idxPath); err == nil {
+		if length, ies, ok := unmarshalIndex(b, seq, s.size); ok {
+			es, s.used, indexed = ies, length, true
+			s.idxAlloc = roundUp(int64(len(b)), blockSize)
+		} else {
+			r.log.Info("ring: segment index inconsistent with its data; rebuilding it", "index", s.idxPath)
 		}
 	}
-	if !indexed {
-		var torn *entry
-		es, s.used, torn = r.walk(s, true)
+	if !indexed || last {
+		from, lastID := int64(segHeaderSize), ID(0)
+		if n := len(es); n > 0 {
+			from, lastID = s.used, es[n-1].id
+		}
+		more, end, torn := r.walk(s, from, lastID, true)
+		es, s.used = append(es, more...), end
 		if torn != nil && !ro {
 			// Zero the torn record so that no later scan can mistake its
 			// remains for data.
@@ -214,9 +219,9 @@ func (r *Ring) loadSegment(seq uint64, last bool) (*segment, []entry, error) {
 	}
 	s.sealed = !last
 	switch {
-	case ro:
-	case last:
-		os.Remove(s.idxPath) // stale: the active segment is indexed when sealed
+	case ro, last:
+		// The active segment's index is rewritten at Close and at sealing.
+		s.idxAlloc = 0
 	case !indexed:
 		b := marshalIndex(s.seq, s.used, es)
 		if err := writeFileSync(s.idxPath, b); err == nil {
@@ -241,15 +246,14 @@ func (r *Ring) loadSegment(seq uint64, last bool) (*segment, []entry, error) {
 	return s, es, nil
 }
 
-// walk rebuilds a segment's records from their headers. A damaged header
+// walk rebuilds a segment's records from their headers, starting at off
+// after the record with id last (0: the start of the segment). A damaged header
 // in the middle is skipped by scanning for the next valid one; a region
 // that reads as zeros is a punched hole (acknowledged records freed in
 // place), not damage. With verifyTail, the last record's payload is checked
 // too, because a crash can only tear the record written last; a torn one is
 // left out and returned.
-func (r *Ring) walk(s *segment, verifyTail bool) (es []entry, end int64, torn *entry) {
-	off := int64(segHeaderSize)
-	var last ID
+func (r *Ring) walk(s *segment, off int64, last ID, verifyTail bool) (es []entry, end int64, torn *entry) {
 	hb := make([]byte, recHeaderSize)
 	for off+recHeaderSize <= s.size {
 		var h recHeader

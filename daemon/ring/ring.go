@@ -233,6 +233,11 @@ func (r *Ring) Close() error {
 	}
 	r.closed = true
 	close(r.notify)
+	if act := r.activeLocked(); act != nil {
+		// Lets the next Open skip walking the active segment; after a
+		// crash it walks only what was appended since.
+		r.writeIndexLocked(act)
+	}
 	r.mu.Unlock()
 	return r.closeFiles()
 }
