@@ -70,6 +70,7 @@ const (
 	DefaultDialTimeout      = 10 * time.Second
 	DefaultTLSTimeout       = 10 * time.Second
 	DefaultCredentialMargin = 2 * time.Minute
+	DefaultShutdownGrace    = time.Second
 )
 
 // Config configures a Sender. Stream, Region, Ring and Credentials are
@@ -117,6 +118,11 @@ type Config struct {
 	// DrainTimeout bounds the wait for the final acknowledgements after
 	// the body was closed on purpose (rotation, idle, codec change).
 	DrainTimeout time.Duration
+	// ShutdownGrace: when Run's context ends during a connection, the
+	// sender still sends fragments that reach the ring within this time
+	// (the capture side flushes its open fragment as it stops), then ends
+	// the body and waits up to DrainTimeout for their acknowledgements.
+	ShutdownGrace time.Duration
 	// OperatorBackoff is the wait after errors only a person can fix
 	// (KMS key, deleted stream, permissions).
 	OperatorBackoff time.Duration
@@ -186,6 +192,7 @@ func (c *Config) setDefaults() error {
 	def(&c.DialTimeout, DefaultDialTimeout)
 	def(&c.TLSTimeout, DefaultTLSTimeout)
 	def(&c.CredentialMargin, DefaultCredentialMargin)
+	def(&c.ShutdownGrace, DefaultShutdownGrace)
 	if c.RotateAfter >= MaxConnectionAge {
 		errs = append(errs, fmt.Errorf("rotate after %v: must be below the service's %v connection limit", c.RotateAfter, MaxConnectionAge))
 	}

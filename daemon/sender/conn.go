@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
@@ -203,19 +204,11 @@ func (c *conn) write(cur item) {
 			c.closeBody(why)
 			return
 		}
-		if c.parent.Err() != nil {
-			c.closeBody("shutdown")
-			return
-		}
-		ictx, cancel := context.WithTimeout(c.ctx, s.cfg.IdleClose)
-		unhook := context.AfterFunc(c.parent, cancel)
-		next, err := s.nextToSend(ictx, cur.id+1)
-		unhook()
-		cancel()
+		next, err := c.nextFragment(cur.id + 1)
 		switch {
 		case c.ctx.Err() != nil:
 			return // finish was called by someone else
-		case c.parent.Err() != nil:
+		case c.parent.Err() != nil && err != nil:
 			c.closeBody("shutdown")
 			return
 		case errors.Is(err, context.DeadlineExceeded):
@@ -234,6 +227,31 @@ func (c *conn) write(cur item) {
 		}
 		cur = next
 	}
+}
+
+// nextFragment waits for the next fragment to send: up to IdleClose while
+// running; once Run's context has ended, only ShutdownGrace, so that the
+// fragment the capture side flushes as it stops still goes out on this
+// connection.
+func (c *conn) nextFragment(from ring.ID) (item, error) {
+	s := c.s
+	if c.parent.Err() != nil {
+		ctx, cancel := context.WithTimeout(c.ctx, s.cfg.ShutdownGrace)
+		defer cancel()
+		return s.nextToSend(ctx, from)
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.IdleClose)
+	defer cancel()
+	var shutdown atomic.Bool
+	unhook := context.AfterFunc(c.parent, func() { shutdown.Store(true); cancel() })
+	it, err := s.nextToSend(ctx, from)
+	unhook()
+	if err != nil && shutdown.Load() {
+		ctx, cancel := context.WithTimeout(c.ctx, s.cfg.ShutdownGrace)
+		defer cancel()
+		return s.nextToSend(ctx, from)
+	}
+	return it, err
 }
 
 // writeErr turns a body write error into the connection's end reason: if

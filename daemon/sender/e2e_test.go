@@ -490,3 +490,32 @@ func TestShutdownDrains(t *testing.T) {
 	}
 	h.check(nil)
 }
+
+// A fragment the capture side flushes while the daemon stops still goes
+// out on the open connection.
+func TestShutdownSendsFlushedFragment(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
+	h.append(frags[:3]...)
+	h.start()
+	h.waitAllAcked()
+	if !h.kvs.Connected(testStream) {
+		t.Fatal("no open connection to test with")
+	}
+	h.cancel()
+	h.append(frags[3]) // like the fragmenter's final flush, just after the stop began
+	select {
+	case err := <-h.done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(testWait):
+		t.Fatal("Run did not return")
+	}
+	h.cancel = nil
+	if id, ok := h.ring.FirstUnacked(); ok {
+		t.Errorf("fragment %d flushed at stop was not uploaded", id)
+	}
+	h.check(nil)
+}
