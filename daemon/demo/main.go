@@ -14,6 +14,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -28,37 +29,48 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	if _, err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	bin := flag.String("kvscamd", "bin/kvscamd", "the kvscamd binary to run")
-	clip := flag.String("clip", "testdata/baseline-repeat.h264", "Annex-B H.264 clip replayed as the camera")
-	fps := flag.Int("fps", 30, "frame rate of the clip")
-	seconds := flag.Int("seconds", envInt("DEMO_SECONDS", 20), "how long kvscamd runs (env DEMO_SECONDS)")
-	out := flag.String("out", "demo-out", "directory for what the endpoint receives (emptied first)")
-	stream := flag.String("stream", "demo-cam", "stream and thing name")
-	verbose := flag.Bool("v", false, "show the endpoint's log")
-	flag.Parse()
+// result is what the demo saw, for its test.
+type result struct {
+	dir       string // where the stream's files are
+	fragments int
+	frames    int
+	files     map[string]int // MKV file -> frames in it
+}
+
+func run(args []string, stdout io.Writer) (result, error) {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	bin := fs.String("kvscamd", "bin/kvscamd", "the kvscamd binary to run")
+	clip := fs.String("clip", "testdata/baseline-repeat.h264", "Annex-B H.264 clip replayed as the camera")
+	fps := fs.Int("fps", 30, "frame rate of the clip")
+	seconds := fs.Int("seconds", envInt("DEMO_SECONDS", 20), "how long kvscamd runs (env DEMO_SECONDS)")
+	out := fs.String("out", "demo-out", "directory for what the endpoint receives (emptied first)")
+	stream := fs.String("stream", "demo-cam", "stream and thing name")
+	verbose := fs.Bool("v", false, "show the endpoint's log")
+	if err := fs.Parse(args); err != nil {
+		return result{}, err
+	}
 
 	for _, p := range []string{*bin, *clip} {
 		if _, err := os.Stat(p); err != nil {
-			return fmt.Errorf("%w (run from the repository root after `make build`)", err)
+			return result{}, fmt.Errorf("%w (run from the repository root after `make build`)", err)
 		}
 	}
 	clipAbs, err := filepath.Abs(*clip)
 	if err != nil {
-		return err
+		return result{}, err
 	}
 	outAbs, err := filepath.Abs(*out)
 	if err != nil {
-		return err
+		return result{}, err
 	}
 	if err := os.RemoveAll(outAbs); err != nil {
-		return fmt.Errorf("clear %s: %w", outAbs, err)
+		return result{}, fmt.Errorf("clear %s: %w", outAbs, err)
 	}
 
 	logLevel := slog.LevelWarn
@@ -70,13 +82,13 @@ func run() error {
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})),
 	})
 	if err := kvs.Start(); err != nil {
-		return err
+		return result{}, err
 	}
 	defer kvs.Close()
 
 	work, err := os.MkdirTemp("", "kvscamd-demo-")
 	if err != nil {
-		return err
+		return result{}, err
 	}
 	defer os.RemoveAll(work)
 	creds := kvs.Credentials()
@@ -108,16 +120,16 @@ fps       = %d
 ring_size = "64MiB"
 `, *stream, filepath.Join(work, "state"), creds.AccessKeyID, creds.SecretAccessKey, kvs.URL, *stream, clipAbs, *fps)
 	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
-		return err
+		return result{}, err
 	}
 
-	fmt.Printf("demo: local KVS endpoint at %s; running %s for %d s (config %s)\n", kvs.URL, *bin, *seconds, conf)
+	fmt.Fprintf(stdout, "demo: local KVS endpoint at %s; running %s for %d s (config %s)\n", kvs.URL, *bin, *seconds, conf)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd := exec.Command(*bin, "run", "-config", conf)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.Stdout, cmd.Stderr = stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start kvscamd: %w", err)
+		return result{}, fmt.Errorf("start kvscamd: %w", err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -144,11 +156,10 @@ ring_size = "64MiB"
 	}
 	// Let the endpoint finish the connection kvscamd just closed.
 	kvs.Close()
-	summary(outAbs, *stream, kvs)
-	return runErr
+	return summary(stdout, outAbs, *stream, kvs), runErr
 }
 
-func summary(out, stream string, kvs *kvslocal.Server) {
+func summary(stdout io.Writer, out, stream string, kvs *kvslocal.Server) result {
 	frags := kvs.Fragments(stream)
 	acks := kvs.Acks(stream)
 	counts := map[string]int{}
@@ -156,7 +167,7 @@ func summary(out, stream string, kvs *kvslocal.Server) {
 		counts[a.EventType]++
 	}
 	frames, bytes, persisted := 0, 0, 0
-	files := map[string]bool{}
+	files := map[string]int{}
 	for _, f := range frags {
 		frames += f.Frames
 		bytes += f.Bytes
@@ -164,7 +175,7 @@ func summary(out, stream string, kvs *kvslocal.Server) {
 			persisted++
 		}
 		if f.File != "" {
-			files[f.File] = true
+			files[f.File] += f.Frames
 		}
 	}
 	names := make([]string, 0, len(files))
@@ -187,10 +198,11 @@ func summary(out, stream string, kvs *kvslocal.Server) {
 			play += fmt.Sprintf(" (one file per PutMedia connection; %d in all)", len(names))
 		}
 	}
-	fmt.Printf("\ndemo: the local endpoint received %d fragments (%d frames, %d bytes) on %d PutMedia connection(s) "+
+	fmt.Fprintf(stdout, "\ndemo: the local endpoint received %d fragments (%d frames, %d bytes) on %d PutMedia connection(s) "+
 		"of stream %q and sent %s; %d fragments were PERSISTED. Received video and fragments.jsonl are in %s; %s.\n",
 		len(frags), frames, bytes, kvs.Connections(stream), stream, strings.Join(ackText, ", "), persisted,
 		filepath.Join(out, stream), play)
+	return result{dir: filepath.Join(out, stream), fragments: len(frags), frames: frames, files: files}
 }
 
 func mustGetwd() string {
