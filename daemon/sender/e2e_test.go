@@ -519,3 +519,25 @@ func TestShutdownSendsFlushedFragment(t *testing.T) {
 	}
 	h.check(nil)
 }
+
+// A fragment acknowledged out of order before a restart (say PERSISTED
+// while an earlier one was still being retried) is not sent again.
+func TestRestartSkipsAcknowledged(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, quickCheck())
+	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
+	h.append(frags...)
+	done := frags[2].Timecode
+	if err := h.ring.Ack(h.ids[done]); err != nil {
+		t.Fatal(err)
+	}
+	h.start()
+	h.waitAllAcked()
+	h.check(map[int64]bool{done: true})
+	h.mu.Lock()
+	n := h.sentCount[h.ids[done]]
+	h.mu.Unlock()
+	if n != 0 {
+		t.Errorf("fragment acknowledged before the start was sent %d times", n)
+	}
+}
