@@ -18,12 +18,14 @@
 // # Recovery
 //
 // The data is the truth and the index files are a cache. Open trusts a
-// sealed segment's index only if its checksum, sequence number and bounds
-// are consistent with the segment file; otherwise it walks the segment's
-// record headers and rewrites the index. The active segment is always
-// walked by header (a few hundred small reads for a 64 MiB segment) and its
-// last record's payload is verified, because only a record written after
-// the last completed fdatasync can be torn; a torn tail is cut and zeroed.
+// segment's index only if its checksum, sequence number and bounds are
+// consistent with the segment file; otherwise it walks the segment's record
+// headers and rewrites the index. The active segment is indexed at Close;
+// after a crash, Open walks it by header from where its index ends (from
+// its start if it has none: a few hundred small reads for 64 MiB) and
+// verifies the payload of the last record found, because only a record
+// written after the last completed fdatasync can be torn; a torn tail is
+// cut and zeroed.
 // A damaged header in the middle is skipped by scanning forward for the next
 // valid header; a damaged payload is found when the record is read, because
 // every read verifies both checksums. Either way the record is dropped,
