@@ -9,7 +9,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
-	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/internal/mkvcheck"
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
@@ -469,8 +468,6 @@ func TestRecordMode(t *testing.T) {
 		t.Error("UploadRange accepted an end before the start")
 	}
 }
-
-var _ = fragmenter.Fragment{}
 
 // On shutdown the sender ends the body and waits for the outstanding
 // acknowledgements, so a restart does not send the last fragments again.

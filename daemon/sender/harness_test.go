@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -341,17 +340,7 @@ func (h *harness) check(skipped map[int64]bool) []kvslocal.Fragment {
 	return got
 }
 
-// timecodes returns the timecodes of fragments, in order.
-func timecodes(fs []fragmenter.Fragment) []int64 {
-	out := make([]int64, len(fs))
-	for i, f := range fs {
-		out[i] = f.Timecode
-	}
-	return out
-}
-
-// staticOnce hands out the endpoint's credentials; a helper for tests
-// that need a provider with a call counter.
+// countingProvider hands out credentials from next and counts the calls.
 type countingProvider struct {
 	mu    sync.Mutex
 	calls int
@@ -370,5 +359,3 @@ func (p *countingProvider) count() int {
 	defer p.mu.Unlock()
 	return p.calls
 }
-
-var _ = fmt.Sprintf
