@@ -538,3 +538,33 @@ func TestRestartSkipsAcknowledged(t *testing.T) {
 		t.Errorf("fragment acknowledged before the start was sent %d times", n)
 	}
 }
+
+// Short-lived credentials (as the IoT credentials provider hands out):
+// the sender rotates connections at fragment boundaries before the
+// credentials they were signed with expire, fetching new ones each time.
+func TestShortLivedCredentials(t *testing.T) {
+	t.Parallel()
+	var kvs *kvslocal.Server
+	prov := &countingProvider{}
+	prov.next = func() aws.Credentials { return kvs.IssueCredentials(1500 * time.Millisecond) }
+	h := newHarness(t, quickCheck(), withConfig(func(c *Config) {
+		c.Credentials = prov
+		c.CredentialMargin = 500 * time.Millisecond
+	}))
+	kvs = h.kvs
+	frags := clipFragments(t, "baseline-repeat.h264", 3, testStart())
+	h.start()
+	for _, f := range frags {
+		h.append(f)
+		time.Sleep(200 * time.Millisecond) // camera pacing, not synchronisation
+	}
+	h.waitAllAcked()
+	h.check(nil)
+	st := h.s.Stats()
+	if st.Connections < 2 || prov.count() < 2 {
+		t.Errorf("%d connections, %d credential fetches over %d s of 1.5 s credentials: want rotation", st.Connections, prov.count(), len(frags)/5)
+	}
+	if strings.Contains(st.LastError, "expired") {
+		t.Errorf("last error %q: rotation should have come before expiry", st.LastError)
+	}
+}
