@@ -568,3 +568,25 @@ func TestShortLivedCredentials(t *testing.T) {
 		t.Errorf("last error %q: rotation should have come before expiry", st.LastError)
 	}
 }
+
+// Failures that are retried quietly raise an alert when they go on.
+func TestRepeatedFailuresAlert(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, quickCheck(), withConfig(func(c *Config) { c.Backoff = NewExpBackoff(time.Millisecond, 5*time.Millisecond) }))
+	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
+	h.append(frags...)
+	for range alertAfterAttempts {
+		if err := h.kvs.FailFragment(testStream, 5001, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.start()
+	h.waitFor("an alert about repeated failures", func() bool {
+		return strings.Contains(h.s.Stats().Alert, "5001")
+	})
+	h.waitAllAcked()
+	h.check(nil)
+	if st := h.s.Stats(); st.Alert != "" {
+		t.Errorf("alert %q not cleared after recovery", st.Alert)
+	}
+}

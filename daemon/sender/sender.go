@@ -188,6 +188,10 @@ func (s *Sender) Latencies() []time.Duration {
 
 const latencyKeep = 4096
 
+// alertAfterAttempts consecutive failed connections raise an alert even
+// for failures that are normally retried quietly.
+const alertAfterAttempts = 10
+
 func (s *Sender) setState(format string, args ...any) {
 	st := fmt.Sprintf(format, args...)
 	s.mu.Lock()
@@ -437,6 +441,12 @@ func (s *Sender) Run(ctx context.Context) error {
 		default:
 			s.ctrl.forgetEndpoint()
 			delay = s.cfg.Backoff.Delay(attempt)
+		}
+		if attempt == alertAfterAttempts && class != ClassOperator {
+			// Retrying is right for these failures, but when they go on
+			// this long someone should look (e.g. 5001 on every attempt).
+			s.setAlert(fmt.Sprintf("uploads failing for %d attempts in a row: %v", attempt, err))
+			s.log.Error("uploads keep failing; still retrying and keeping data", "attempts", attempt, "err", err)
 		}
 		if class != ClassOperator {
 			s.log.Warn("upload interrupted; reconnecting", "class", class.String(), "attempt", attempt, "retry_in", delay, "err", err)
