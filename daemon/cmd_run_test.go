@@ -45,7 +45,7 @@ path = %q
 realtime = false
 loop = %v
 fps = %d
-ring_size = "16MiB"
+ring_size = "256MiB" # room for all a fast looping replay makes before the test stops it
 %s`, state, clip.Path(), loop, clip.FPS, extra)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -56,7 +56,7 @@ ring_size = "16MiB"
 // ringStats reads a ring's stats without disturbing a writer.
 func ringStats(t *testing.T, dir string) (ring.Stats, error) {
 	t.Helper()
-	r, err := ring.Open(dir, ring.Options{Capacity: 16 << 20, ReadOnly: true})
+	r, err := ring.Open(dir, ring.Options{Capacity: 256 << 20, ReadOnly: true})
 	if err != nil {
 		return ring.Stats{}, err
 	}

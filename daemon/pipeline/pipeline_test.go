@@ -31,7 +31,10 @@ func testConfig(t *testing.T, clip testclips.Clip, loop bool) *config.Config {
 	c.Credentials.Source = config.CredentialsDefault
 	st := config.DefaultStream()
 	st.Name, st.Driver, st.Path, st.Realtime, st.Loop, st.FPS = "cam-test", config.DriverFile, clip.Path(), false, loop, clip.FPS
-	st.RingSize = config.MinRingSize
+	// Room for everything a looping replay produces before the test
+	// cancels it, even on a slow machine: eviction would remove frames
+	// the tests count.
+	st.RingSize = 256 * config.MiB
 	c.Streams = []config.Stream{st}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
@@ -47,7 +50,7 @@ func ringContents(t *testing.T, c *config.Config, stream string) (string, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := ring.Open(dir, ring.Options{Capacity: int64(config.MinRingSize), ReadOnly: true, Logger: quiet()})
+	r, err := ring.Open(dir, ring.Options{Capacity: int64(c.Streams[0].RingSize), ReadOnly: true, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,6 +140,9 @@ func TestCancelFlushesEverything(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+	if st := s.Ring.Stats(); st.Lost != 0 || st.EvictedAcked != 0 {
+		t.Fatalf("the ring overflowed (%d fragments lost) before the test stopped the replay", st.Lost)
 	}
 	delivered := int(s.Source.Stats().Frames)
 	fs := s.frag.Stats()
