@@ -5,8 +5,9 @@
 //
 // Capture comes first. A failing source is restarted with back-off, a
 // failing append is counted and logged and the next fragment tried, and an
-// uploader's failure is logged and the uploader restarted: none of them
-// stops the stream from capturing into its ring. On cancellation (SIGTERM)
+// uploader's failure (including failing to build it, e.g. before the device
+// certificate is provisioned) is logged and the uploader restarted: none
+// of them stops the stream from capturing into its ring. On cancellation (SIGTERM)
 // the source stops, the fragmenter drains the frames already captured and
 // closes its open fragment into the ring, and only then the ring is closed.
 package pipeline
@@ -130,11 +131,32 @@ func newStream(c *config.Config, st *config.Stream, o Options, log *slog.Logger)
 	}
 	if o.Uploader != nil {
 		if s.Uploader, err = o.Uploader(c, st, r, log); err != nil {
-			r.Close()
-			return nil, fmt.Errorf("stream %s: uploader: %w", st.Name, err)
+			// Capture must not wait for upload to be possible (e.g. a
+			// device certificate not provisioned yet): keep trying to build
+			// the uploader, with back-off, while the ring fills.
+			log.Error("uploads for this stream cannot start yet; capturing into the ring meanwhile", "err", err)
+			s.Uploader = &lateUploader{build: func() (Uploader, error) { return o.Uploader(c, st, r, log) }}
 		}
 	}
 	return s, nil
+}
+
+// lateUploader builds its uploader when it first runs; a failure is
+// returned to the restart loop, which tries again after a pause.
+type lateUploader struct {
+	build func() (Uploader, error)
+	u     Uploader
+}
+
+func (l *lateUploader) Run(ctx context.Context) error {
+	if l.u == nil {
+		u, err := l.build()
+		if err != nil {
+			return fmt.Errorf("uploader: %w", err)
+		}
+		l.u = u
+	}
+	return l.u.Run(ctx)
 }
 
 // Streams returns the pipeline's streams.

@@ -227,3 +227,40 @@ func TestConfigurationErrors(t *testing.T) {
 		t.Fatalf("second pipeline on the same state_dir: %v", err)
 	}
 }
+
+// An uploader that cannot be built at first (credentials not provisioned
+// yet) neither stops the pipeline from starting nor capture; it is built
+// later.
+func TestUploaderBuiltLate(t *testing.T) {
+	clip := testclips.Get("baseline-repeat.h264")
+	c := testConfig(t, clip, false)
+	up := &stubUploader{}
+	var builds atomic.Int32
+	p, err := New(c, Options{Logger: quiet(), Uploader: func(_ *config.Config, _ *config.Stream, r *ring.Ring, _ *slog.Logger) (Uploader, error) {
+		if builds.Add(1) == 1 {
+			return nil, errors.New("device certificate not found")
+		}
+		return up, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := p.Streams()[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Ring.Stats().Fragments < 3 || up.runs.Load() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fragments, uploader built %d times and run %d times", s.Ring.Stats().Fragments, builds.Load(), up.runs.Load())
+		}
+		time.Sleep(5 * time.Millisecond) // polling a real condition with a deadline
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, frames := ringContents(t, c, "cam-test"); frames != clip.Decodable {
+		t.Fatalf("%d frames captured, want %d", frames, clip.Decodable)
+	}
+}
