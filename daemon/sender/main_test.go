@@ -2,6 +2,7 @@ package sender
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,6 +23,15 @@ func TestMain(m *testing.M) {
 	if os.Getenv(endpointEnv) == "1" {
 		serveEndpoint()
 		return
+	}
+	// The end-to-end tests spend most of their time waiting for the
+	// network and the endpoint's quotas, not computing: run more of them
+	// at once than there are cores, unless -parallel says otherwise.
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		_ = flag.Set("test.parallel", "4")
 	}
 	os.Exit(m.Run())
 }
