@@ -52,6 +52,7 @@ type conn struct {
 	header    []byte
 	opened    time.Time
 	credsExp  time.Time // zero when the credentials do not expire
+	stopBy    time.Time // writer only: no new fragments after this once stopping
 	retention int32
 
 	mu        sync.Mutex
@@ -230,28 +231,29 @@ func (c *conn) write(cur item) {
 }
 
 // nextFragment waits for the next fragment to send: up to IdleClose while
-// running; once Run's context has ended, only ShutdownGrace, so that the
-// fragment the capture side flushes as it stops still goes out on this
-// connection.
+// running. Once Run's context has ended it keeps sending only until
+// ShutdownGrace after it first noticed, so that the fragment the capture
+// side flushes as it stops still goes out on this connection while a
+// backlog cannot hold up the stop.
 func (c *conn) nextFragment(from ring.ID) (item, error) {
 	s := c.s
-	if c.parent.Err() != nil {
-		ctx, cancel := context.WithTimeout(c.ctx, s.cfg.ShutdownGrace)
+	if c.parent.Err() == nil {
+		ctx, cancel := context.WithTimeout(c.ctx, s.cfg.IdleClose)
 		defer cancel()
-		return s.nextToSend(ctx, from)
+		var shutdown atomic.Bool
+		unhook := context.AfterFunc(c.parent, func() { shutdown.Store(true); cancel() })
+		it, err := s.nextToSend(ctx, from)
+		unhook()
+		if err == nil || !shutdown.Load() {
+			return it, err
+		}
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, s.cfg.IdleClose)
+	if c.stopBy.IsZero() {
+		c.stopBy = time.Now().Add(s.cfg.ShutdownGrace)
+	}
+	ctx, cancel := context.WithDeadline(c.ctx, c.stopBy)
 	defer cancel()
-	var shutdown atomic.Bool
-	unhook := context.AfterFunc(c.parent, func() { shutdown.Store(true); cancel() })
-	it, err := s.nextToSend(ctx, from)
-	unhook()
-	if err != nil && shutdown.Load() {
-		ctx, cancel := context.WithTimeout(c.ctx, s.cfg.ShutdownGrace)
-		defer cancel()
-		return s.nextToSend(ctx, from)
-	}
-	return it, err
+	return s.nextToSend(ctx, from)
 }
 
 // writeErr turns a body write error into the connection's end reason: if

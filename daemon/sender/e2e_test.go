@@ -590,3 +590,32 @@ func TestRepeatedFailuresAlert(t *testing.T) {
 		t.Errorf("alert %q not cleared after recovery", st.Alert)
 	}
 }
+
+// A backlog does not hold up a stop: the sender stops taking fragments
+// ShutdownGrace after the stop, and what it did not send stays in the ring.
+func TestShutdownWithBacklogIsBounded(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, quickCheck(), withConfig(func(c *Config) { c.ShutdownGrace = 200 * time.Millisecond }))
+	frags := clipFragments(t, "baseline-repeat.h264", 4, testStart())
+	if err := h.kvs.SlowReader(testStream, 100_000); err != nil {
+		t.Fatal(err)
+	}
+	h.append(frags...)
+	h.start()
+	h.waitFor("the first fragment acknowledged", func() bool { return h.s.Stats().Acked >= 1 })
+	began := time.Now()
+	h.stop()
+	// Bound: ShutdownGrace, plus the fragment being written at the slow
+	// rate (~0.3 s), plus the drain; the hard cut comes at 2 x DrainTimeout.
+	if took := time.Since(began); took > 2*h.cfg.DrainTimeout+time.Second {
+		t.Errorf("stop took %v with a backlog", took)
+	}
+	if _, ok := h.ring.FirstUnacked(); !ok {
+		t.Fatal("the whole backlog went out before the stop: the test proves nothing")
+	}
+	// The rest waits in the ring for the next start.
+	got := h.kvs.Fragments(testStream)
+	if len(got) >= len(frags) {
+		t.Errorf("endpoint has %d of %d fragments", len(got), len(frags))
+	}
+}
