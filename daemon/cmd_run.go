@@ -6,6 +6,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/pipeline"
+	"github.com/kvscamd/kvscamd/daemon/sdnotify"
 	"github.com/kvscamd/kvscamd/daemon/sender"
 )
 
@@ -43,7 +44,16 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		names = append(names, s.Name+" ("+s.Source.Describe()+")")
 	}
 	log.Info("kvscamd running", "config", *cfgPath, "state_dir", cfg.StateDir, "streams", names)
+	sn := &serviceNotifier{n: sdnotify.FromEnv(), p: p, log: log}
+	nctx, stopNotify := context.WithCancel(ctx)
+	notified := make(chan struct{})
+	go func() {
+		defer close(notified)
+		sn.run(nctx)
+	}()
 	err = p.Run(ctx)
+	stopNotify()
+	<-notified
 	log.Info("kvscamd stopped")
 	return err
 }
