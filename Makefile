@@ -21,6 +21,17 @@ all: build
 build:
 	CGO_ENABLED=$(CGO_ENABLED) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon
 
+# The local KVS endpoint, for manual runs against kvscamd.
+kvslocal:
+	$(GO) build -trimpath -o bin/kvslocal ./kvslocal/cmd/kvslocal
+
+# The whole pipeline on this machine against a local KVS endpoint, no AWS
+# account needed: DEMO_SECONDS of a test clip replayed as a camera, what the
+# endpoint received left under demo-out/.
+DEMO_SECONDS ?= 20
+demo: build
+	DEMO_SECONDS=$(DEMO_SECONDS) $(GO) run ./daemon/demo -kvscamd $(BIN) -out demo-out
+
 # Further test targets are added as prerequisites of test, e.g.
 #   test: test-vm
 test: test-go
@@ -52,6 +63,20 @@ fuzz:
 			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
 		done; \
 	done
+
+# The ring buffer's crash test with many more SIGKILL cycles than make test.
+RING_TORTURE_CYCLES ?= 2000
+torture:
+	RING_TORTURE_CYCLES=$(RING_TORTURE_CYCLES) $(GO) test -race -count=1 -timeout 90m -run '^TestTorture$$' -v ./daemon/ring/
+
+# Cross builds for Raspberry Pis with cgo (V4L2). Needs Debian's
+# gcc-aarch64-linux-gnu and gcc-arm-linux-gnueabihf. ARMv6 (Pi Zero/1) needs
+# an ARMv6 toolchain for cgo; CGO_ENABLED=0 GOARM=6 builds run there without
+# the V4L2 driver.
+cross:
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kvscamd-linux-arm64 ./daemon
+	CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=7 CC=arm-linux-gnueabihf-gcc $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kvscamd-linux-armv7 ./daemon
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kvscamd-linux-armv6-nocgo ./daemon
 
 clean:
 	rm -rf bin/ demo-out/ build/
