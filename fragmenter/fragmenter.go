@@ -258,10 +258,10 @@ func (f *Fragmenter) noteParameterSets(nalus [][]byte) {
 		return
 	}
 	next := f.latest
-	if len(sps) > 0 && !equalSets(sps, next.SPS) {
+	if len(sps) > 0 && !h264.EqualNALUs(sps, next.SPS) {
 		next.SPS = cloneSets(sps)
 	}
-	if len(pps) > 0 && !equalSets(pps, next.PPS) {
+	if len(pps) > 0 && !h264.EqualNALUs(pps, next.PPS) {
 		next.PPS = cloneSets(pps)
 	}
 	f.latest = next
@@ -328,18 +328,6 @@ func (f *Fragmenter) finish(next int64) (Fragment, bool) {
 	f.prevEnd = f.last
 	f.stats.Fragments++
 	return out, true
-}
-
-func equalSets(a, b [][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !bytes.Equal(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 func cloneSets(s [][]byte) [][]byte {

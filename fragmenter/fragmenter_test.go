@@ -21,17 +21,29 @@ var epoch = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 // accessUnits reads every access unit of clip data.
 func accessUnits(tb testing.TB, data []byte) [][][]byte {
 	tb.Helper()
+	aus, err := readUnits(data)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return aus
+}
+
+// readUnits reads access units, skipping oversized ones as a capture
+// would; other errors end the read.
+func readUnits(data []byte) ([][][]byte, error) {
 	rd := h264.NewReader(bytes.NewReader(data))
 	var aus [][][]byte
 	for {
 		au, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			return aus
+		switch {
+		case errors.Is(err, io.EOF):
+			return aus, nil
+		case errors.Is(err, h264.ErrTooLarge):
+		case err != nil:
+			return aus, err
+		default:
+			aus = append(aus, au)
 		}
-		if err != nil {
-			tb.Fatal(err)
-		}
-		aus = append(aus, au)
 	}
 }
 
@@ -310,35 +322,6 @@ func FuzzFragmenter(f *testing.F) {
 }
 
 func fuzzUnits(data []byte) [][][]byte {
-	rd := h264.NewReader(bytes.NewReader(data))
-	var aus [][][]byte
-	for {
-		au, err := rd.Next()
-		if errors.Is(err, io.EOF) {
-			return aus
-		}
-		if err == nil {
-			aus = append(aus, au)
-		}
-	}
-}
-
-func mustConfig(tb testing.TB, aus [][][]byte) h264.DecoderConfig {
-	tb.Helper()
-	var c h264.DecoderConfig
-	for _, au := range aus {
-		for _, n := range au {
-			switch h264.Type(n) {
-			case h264.NALUSPS:
-				if len(c.SPS) == 0 {
-					c.SPS = [][]byte{n}
-				}
-			case h264.NALUPPS:
-				if len(c.PPS) == 0 {
-					c.PPS = [][]byte{n}
-				}
-			}
-		}
-	}
-	return c
+	aus, _ := readUnits(data)
+	return aus
 }

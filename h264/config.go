@@ -80,10 +80,12 @@ var ErrBadConfig = errors.New("h264: bad decoder configuration record")
 
 // Equal reports whether two configurations hold the same parameter sets.
 func (c DecoderConfig) Equal(o DecoderConfig) bool {
-	return equalSets(c.SPS, o.SPS) && equalSets(c.PPS, o.PPS)
+	return EqualNALUs(c.SPS, o.SPS) && EqualNALUs(c.PPS, o.PPS)
 }
 
-func equalSets(a, b [][]byte) bool {
+// EqualNALUs reports whether two lists hold the same NAL units in the same
+// order.
+func EqualNALUs(a, b [][]byte) bool {
 	if len(a) != len(b) {
 		return false
 	}

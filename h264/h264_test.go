@@ -32,7 +32,7 @@ func TestSplitAnnexB(t *testing.T) {
 			if !errors.Is(err, c.err) {
 				t.Fatalf("err = %v, want %v", err, c.err)
 			}
-			if c.err == nil && !equalSets(got, c.want) {
+			if c.err == nil && !EqualNALUs(got, c.want) {
 				t.Fatalf("got %x, want %x", got, c.want)
 			}
 		})
@@ -68,7 +68,7 @@ func TestReaderClips(t *testing.T) {
 			}
 			idrs, lead := 0, -1
 			for i, au := range whole {
-				if !equalSets(au, bytewise[i]) {
+				if !EqualNALUs(au, bytewise[i]) {
 					t.Fatalf("access unit %d differs between whole and byte-wise reads", i)
 				}
 				if IsIDR(au) {
@@ -99,7 +99,7 @@ func TestReaderClips(t *testing.T) {
 			for _, au := range whole {
 				flat = append(flat, au...)
 			}
-			if !equalSets(all, flat) {
+			if !EqualNALUs(all, flat) {
 				t.Fatalf("SplitAnnexB found %d NAL units, Reader %d", len(all), len(flat))
 			}
 		})

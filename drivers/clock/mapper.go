@@ -168,6 +168,22 @@ func (m *Mapper) Queued() int {
 	return len(m.q) - m.head
 }
 
+// Start runs Run in a goroutine of its own, so that a slow receiver never
+// holds up the capture loop that pushes frames. The returned stop function
+// cancels it and waits for it to end; callers defer it.
+func (m *Mapper) Start(ctx context.Context, out chan<- drivers.Frame) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Run(ctx, out) //nolint:errcheck // returns nil on cancel
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
 // Run delivers queued frames to out, stamped with wall time, until ctx is
 // cancelled; it returns nil then. Only one Run may be active.
 func (m *Mapper) Run(ctx context.Context, out chan<- drivers.Frame) error {

@@ -131,18 +131,9 @@ func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
 	defer s.running.Unlock()
 
 	s.seq = 0
-	// The Mapper delivers frames from its own goroutine so that a slow
-	// receiver never stalls reading the child's stdout.
-	mctx, stopMapper := context.WithCancel(ctx)
-	mapperDone := make(chan struct{})
-	go func() {
-		defer close(mapperDone)
-		s.mapper.Run(mctx, out) //nolint:errcheck // returns nil on cancel
-	}()
-	defer func() {
-		stopMapper()
-		<-mapperDone
-	}()
+	// The Mapper delivers from its own goroutine, so a slow receiver never
+	// stalls reading the child's stdout.
+	defer s.mapper.Start(ctx, out)()
 
 	backoff := s.cfg.MinBackoff
 	for first := true; ; first = false {

@@ -97,18 +97,9 @@ func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
 	defer s.running.Unlock()
 	s.seq, s.lastData = 0, nil
 
-	// The Mapper delivers from its own goroutine so that a slow receiver
-	// never keeps buffers from being re-queued.
-	mctx, stopMapper := context.WithCancel(ctx)
-	mapperDone := make(chan struct{})
-	go func() {
-		defer close(mapperDone)
-		s.mapper.Run(mctx, out) //nolint:errcheck // returns nil on cancel
-	}()
-	defer func() {
-		stopMapper()
-		<-mapperDone
-	}()
+	// The Mapper delivers from its own goroutine, so a slow receiver never
+	// stalls the re-queueing of buffers.
+	defer s.mapper.Start(ctx, out)()
 
 	backoff := s.cfg.MinBackoff
 	for {
