@@ -328,7 +328,6 @@ type pmConn struct {
 	done   chan error
 	raw    *bytes.Buffer
 	rawMu  sync.Mutex
-	wrErr  error
 }
 
 // openPutMedia starts a PutMedia request whose body the test writes with

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -455,6 +454,3 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, reqID, resp)
 }
-
-// errServerClosed is returned by helpers once Close has run.
-var errServerClosed = errors.New("kvslocal: server closed")

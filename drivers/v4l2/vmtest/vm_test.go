@@ -89,9 +89,12 @@ func TestV4L2DriverInVM(t *testing.T) {
 		t.Fatalf("missing tools; install them with: apt-get install --no-install-recommends %s linux-headers-amd64",
 			strings.Join(missing, " "))
 	}
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = "go"
+	// The go command that runs this test builds the in-VM binaries too.
+	goTool := "go"
+	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
+		if p := filepath.Join(strings.TrimSpace(string(out)), "bin", "go"); statOK(p) {
+			goTool = p
+		}
 	}
 	root := repoRoot(t)
 	vmDir := filepath.Join(root, "build", "vm")
@@ -146,4 +149,9 @@ func itoa(n int) string {
 		b = append([]byte{byte('0' + n%10)}, b...)
 	}
 	return string(b)
+}
+
+func statOK(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
