@@ -115,7 +115,7 @@ func (c *control) create(ctx context.Context) error {
 	if err != nil {
 		return controlError("CreateStream", name, err)
 	}
-	c.cfg.Logger.Info("created stream", "stream", name, "retention_hours", c.cfg.retentionHours())
+	c.cfg.Logger.Info("created stream", "retention_hours", c.cfg.retentionHours())
 	return nil
 }
 
