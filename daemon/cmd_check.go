@@ -11,7 +11,6 @@ import (
 	"os"
 	osexec "os/exec"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/kvscamd/kvscamd/credentials"
@@ -20,6 +19,7 @@ import (
 	"github.com/kvscamd/kvscamd/daemon/sender"
 	"github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/drivers/file"
+	"github.com/kvscamd/kvscamd/drivers/v4l2"
 )
 
 const checkAbout = `
@@ -133,12 +133,20 @@ func checkDevice(cfg *config.Config, st *config.Stream) (string, error) {
 		if fi.Mode()&os.ModeCharDevice == 0 {
 			return fail("%s is not a character device; set device = the camera's /dev/videoN", st.Device)
 		}
-		f, err := os.OpenFile(st.Device, os.O_RDWR|syscall.O_NONBLOCK, 0)
-		if err != nil {
+		info, err := v4l2.Probe(st.Device)
+		switch {
+		case errors.Is(err, os.ErrPermission):
 			return fail("%v; add the service user to the video group (usermod -aG video kvscamd)", err)
+		case err != nil:
+			return fail("%v", err)
+		case !info.Capture:
+			return fail("%s (%s, driver %s) is not a streaming capture device; pick the camera's capture node (v4l2-ctl --list-devices)", st.Device, info.Card, info.Driver)
+		case !info.H264 && len(info.Formats) > 0:
+			return fail("%s (%s) offers no H.264, only %s; use a camera with an H.264 encoder, or driver = \"exec\" with an encoder command", st.Device, info.Card, strings.Join(info.Formats, " "))
+		case !info.H264:
+			return fmt.Sprintf("device: ok stream %s: %s (%s, driver %s) lists no formats yet; capture waits for it", st.Name, st.Device, info.Card, info.Driver), nil
 		}
-		f.Close()
-		return fmt.Sprintf("device: ok stream %s: %s opens (H.264 support is checked when capture starts)", st.Name, st.Device), nil
+		return fmt.Sprintf("device: ok stream %s: %s (%s, driver %s) offers H.264", st.Name, st.Device, info.Card, info.Driver), nil
 	case config.DriverFile:
 		if _, err := file.New(file.Config{Path: st.Path, FPS: st.FPS}); err != nil {
 			return fail("%v", err)

@@ -103,4 +103,15 @@ func TestCheckFailures(t *testing.T) {
 	if code, out, _ := runCLI(t, "check", "-config", path); code != exitFailure || !strings.Contains(out, "device: FAIL stream cam-1") {
 		t.Errorf("missing command: exit %d\n%s", code, out)
 	}
+
+	// V4L2 streams: a missing node, and a character device that is not V4L2.
+	for dev, want := range map[string]string{"/dev/video-none-here": "plug in the camera", "/dev/null": "not a V4L2 device"} {
+		path = checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "")
+		cfg, _ = os.ReadFile(path)
+		cfg = []byte(strings.Replace(string(cfg), `driver = "file"`, `driver = "v4l2"`+"\ndevice = \""+dev+"\"", 1))
+		os.WriteFile(path, cfg, 0o600)
+		if code, out, _ := runCLI(t, "check", "-config", path); code != exitFailure || !strings.Contains(out, "device: FAIL stream cam-1") || !strings.Contains(out, want) {
+			t.Errorf("device %s: exit %d\n%s", dev, code, out)
+		}
+	}
 }

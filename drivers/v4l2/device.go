@@ -172,6 +172,33 @@ func openDevice(s *Source) (sess session, err error) {
 	return d, nil
 }
 
+// Probe opens the device node without streaming and reports what it is
+// and whether it offers H.264, for `kvscamd check`. It does not change the
+// device's format, so it can run beside a capturing daemon.
+func Probe(path string) (Info, error) {
+	fd, err := v4l2.OpenDevice(path, unix.O_RDWR|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return Info{}, fmt.Errorf("v4l2 %s: open: %w", path, err)
+	}
+	defer v4l2.CloseDevice(fd) //nolint:errcheck // read-only use
+	caps, err := v4l2.GetCapability(fd)
+	if err != nil {
+		return Info{}, fmt.Errorf("v4l2 %s: not a V4L2 device (VIDIOC_QUERYCAP: %v); set device to the camera's /dev/videoN node", path, err)
+	}
+	info := Info{Driver: caps.Driver, Card: caps.Card, Capture: caps.IsVideoCaptureSupported() && caps.IsStreamingSupported()}
+	descs, err := v4l2.GetAllFormatDescriptions(fd)
+	if err != nil {
+		return info, fmt.Errorf("v4l2 %s: list formats: %w", path, err)
+	}
+	for _, d := range descs {
+		info.Formats = append(info.Formats, fourcc(d.PixelFormat))
+		if d.PixelFormat == v4l2.PixelFmtH264 {
+			info.H264 = true
+		}
+	}
+	return info, nil
+}
+
 // fourcc renders a pixel format code as its four characters.
 func fourcc(f uint32) string {
 	b := []byte{byte(f), byte(f >> 8), byte(f >> 16), byte(f >> 24)}

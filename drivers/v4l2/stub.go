@@ -22,3 +22,6 @@ func New(cfg Config) (drivers.Source, error) {
 // openDevice exists so that the capture loop builds everywhere; New never
 // hands it out.
 func openDevice(*Source) (session, error) { return nil, &fatalError{ErrUnavailable} }
+
+// Probe reports that this build cannot talk to V4L2 devices.
+func Probe(string) (Info, error) { return Info{}, ErrUnavailable }

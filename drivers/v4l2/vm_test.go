@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -75,6 +76,10 @@ func TestVMLoopbackH264FrameExact(t *testing.T) {
 	lines := bufio.NewScanner(fromWriter)
 	if !lines.Scan() || !strings.HasPrefix(lines.Text(), "primed") {
 		t.Fatalf("writer did not prime the device: %q", lines.Text())
+	}
+	// Once primed, the loopback offers H.264; Probe (kvscamd check) sees it.
+	if info, err := Probe(dev); err != nil || !info.H264 || !info.Capture {
+		t.Fatalf("Probe(%s) = %+v, %v; want a capture device offering H.264", dev, info, err)
 	}
 
 	src, err := newSource(Config{
@@ -261,4 +266,10 @@ func TestVMVividOffersNoH264(t *testing.T) {
 		}
 	}
 	t.Logf("error: %v", err)
+
+	// Probe, which kvscamd check uses, sees the same.
+	info, err := Probe(dev)
+	if err != nil || info.H264 || !info.Capture || info.Driver != "vivid" || !slices.Contains(info.Formats, "YUYV") {
+		t.Fatalf("Probe(%s) = %+v, %v; want a vivid capture device with YUYV and no H.264", dev, info, err)
+	}
 }
