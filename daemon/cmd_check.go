@@ -54,7 +54,7 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	cfg, err := config.Load(*path)
 	if err != nil {
 		// Every problem on its own line, so that one edit fixes them all.
-		msg := strings.ReplaceAll(err.Error(), "\n", "\n  ")
+		msg := strings.ReplaceAll(strings.TrimPrefix(err.Error(), "config: "), "\n", "\n  ")
 		line(fmt.Sprintf("config: FAIL %s", msg), err)
 		return &exitError{code: exitFailure}
 	}
