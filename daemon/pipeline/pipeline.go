@@ -224,12 +224,8 @@ func (s *Stream) restarting(ctx context.Context, what string, fn func(context.Co
 			return nil
 		}
 		s.log.Error("stage failed; restarting", "stage", what, "err", err, "in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !drivers.Sleep(ctx, delay) {
 			return nil
-		case <-t.C:
 		}
 		delay = min(2*delay, maxRestart)
 	}

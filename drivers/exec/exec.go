@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	osexec "os/exec"
 	"strings"
@@ -43,9 +42,6 @@ const (
 	DefaultMinBackoff = 500 * time.Millisecond
 	DefaultMaxBackoff = 30 * time.Second
 	DefaultStopGrace  = 5 * time.Second
-	// healthyRun is how long a child must have run for its exit to be
-	// treated as a fresh failure, resetting the back-off.
-	healthyRun = time.Minute
 	// maxStderrLine truncates runaway stderr lines before logging them.
 	maxStderrLine = 1024
 )
@@ -135,7 +131,7 @@ func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
 	// stalls reading the child's stdout.
 	defer s.mapper.Start(ctx, out)()
 
-	backoff := s.cfg.MinBackoff
+	backoff := drivers.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
 	for first := true; ; first = false {
 		started := time.Now()
 		frames, err := s.runChild(ctx)
@@ -146,19 +142,11 @@ func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
 			return fmt.Errorf("exec: start %q: %w; install it or fix the command setting", s.cfg.Command[0], err)
 		}
 		s.errs.CountError()
-		if time.Since(started) >= healthyRun {
-			backoff = s.cfg.MinBackoff
-		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := backoff.Wait(time.Since(started))
 		s.log.Warn("encoder exited; restarting", "err", err, "frames", frames, "restart_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !drivers.Sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
 }
 

@@ -36,9 +36,6 @@ const (
 	DefaultMinBackoff   = 500 * time.Millisecond
 	DefaultMaxBackoff   = 30 * time.Second
 	DefaultStallTimeout = 10 * time.Second
-	// healthyRun resets the reopen back-off after a long stretch of
-	// capture, so a camera that fails once a day reopens quickly.
-	healthyRun = time.Minute
 	// pollInterval bounds how long the capture loop waits in poll(2)
 	// before looking at its context and at key-frame requests.
 	pollInterval = 100 * time.Millisecond

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,7 +100,7 @@ func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
 	// stalls the re-queueing of buffers.
 	defer s.mapper.Start(ctx, out)()
 
-	backoff := s.cfg.MinBackoff
+	backoff := drivers.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
 	for {
 		started := time.Now()
 		err := s.capture(ctx)
@@ -113,19 +112,11 @@ func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
 			return fatal.err
 		}
 		s.errs.CountError()
-		if time.Since(started) >= healthyRun {
-			backoff = s.cfg.MinBackoff
-		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := backoff.Wait(time.Since(started))
 		s.log.Warn("capture interrupted; reopening the device", "err", err, "retry_in", wait)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !drivers.Sleep(ctx, wait) {
 			return nil
-		case <-t.C:
 		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
 	}
 }
 
