@@ -1,8 +1,6 @@
 package kvslocal
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"time"
 )
@@ -68,17 +66,6 @@ func (c *collectSink) fragmentStart(f *fragment) error {
 func (c *collectSink) fragmentBytes(*fragment) error { return nil }
 
 func (c *collectSink) fragmentComplete(f *fragment, _ string) error {
-	sum := sha256.Sum256(f.raw)
-	c.frags = append(c.frags, Fragment{
-		Timecode:      f.timecode,
-		ProducerTime:  f.start / 1e6,
-		DurationMs:    (f.lastAbs - f.start) / 1e6,
-		Frames:        f.frames,
-		KeyFrames:     f.keyFrames,
-		Bytes:         len(f.raw),
-		KeyFrameFirst: f.keyFirst,
-		SHA256:        hex.EncodeToString(sum[:]),
-		Tags:          f.tags,
-	})
+	c.frags = append(c.frags, f.record())
 	return nil
 }

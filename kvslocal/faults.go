@@ -215,14 +215,7 @@ func (s *Server) Down(mode DownMode, d time.Duration) {
 	}
 	s.mu.Unlock()
 	if len(srvs) > 0 {
-		for _, hs := range srvs {
-			_ = hs.Close()
-		}
-		s.mu.Lock()
-		for c := range s.conns {
-			_ = c.Close()
-		}
-		s.mu.Unlock()
+		s.closeListeners(srvs)
 	}
 }
 

@@ -2,7 +2,9 @@ package kvslocal
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -187,6 +189,23 @@ type fragment struct {
 	failCode   int   // injected ERROR instead of RECEIVED
 	dropAfter  int64 // abort the connection after this many bytes; -1 off
 	forceAcked bool  // acknowledged early (Options.AckOpenFragmentAfter)
+}
+
+// record summarises the parsed fragment as the Fragment the server keeps
+// and CheckStream returns; the caller adds where it arrived.
+func (f *fragment) record() Fragment {
+	sum := sha256.Sum256(f.raw)
+	return Fragment{
+		Timecode:      f.timecode,
+		ProducerTime:  f.start / 1e6,
+		DurationMs:    (f.lastAbs - f.start) / 1e6,
+		Frames:        f.frames,
+		KeyFrames:     f.keyFrames,
+		Bytes:         len(f.raw),
+		KeyFrameFirst: f.keyFirst,
+		SHA256:        hex.EncodeToString(sum[:]),
+		Tags:          f.tags,
+	}
 }
 
 // fragmentSink receives fragment boundaries. An error it returns stops the

@@ -1,8 +1,6 @@
 package kvslocal
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -497,22 +495,8 @@ func (ss *session) fragmentComplete(f *fragment, reason string) error {
 	if f.failCode != 0 {
 		return &StreamError{Code: f.failCode, Msg: "injected failure", Timecode: f.timecode, Number: f.number}
 	}
-	sum := sha256.Sum256(f.raw)
-	fr := Fragment{
-		Stream:         ss.st.name,
-		Connection:     ss.num,
-		FragmentNumber: f.number,
-		Timecode:       f.timecode,
-		ProducerTime:   f.start / 1e6,
-		DurationMs:     (f.lastAbs - f.start) / 1e6,
-		Frames:         f.frames,
-		KeyFrames:      f.keyFrames,
-		Bytes:          len(f.raw),
-		KeyFrameFirst:  f.keyFirst,
-		SHA256:         hex.EncodeToString(sum[:]),
-		Tags:           f.tags,
-		ReceivedAt:     ss.s.now(),
-	}
+	fr := f.record()
+	fr.Stream, fr.Connection, fr.FragmentNumber, fr.ReceivedAt = ss.st.name, ss.num, f.number, ss.s.now()
 	if err := ss.store(f, &fr); err != nil {
 		ss.s.log.Error("kvslocal: storing fragment failed", "stream", ss.st.name, "err", err)
 		return &StreamError{Code: ErrArchival, Msg: err.Error(), Timecode: f.timecode, Number: f.number}

@@ -382,14 +382,7 @@ func (s *Server) Close() {
 	srvs := s.srvs
 	s.srvs = nil
 	s.mu.Unlock()
-	for _, hs := range srvs {
-		_ = hs.Close()
-	}
-	s.mu.Lock()
-	for c := range s.conns {
-		_ = c.Close()
-	}
-	s.mu.Unlock()
+	s.closeListeners(srvs)
 	s.wg.Wait()
 	s.mu.Lock()
 	for _, st := range s.streams {
@@ -453,4 +446,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, reqID, resp)
+}
+
+// closeListeners stops the given HTTP servers and then drops every open
+// connection, hijacked PutMedia bodies included, which Server.Close alone
+// leaves running. Call it without s.mu held.
+func (s *Server) closeListeners(srvs []*http.Server) {
+	for _, hs := range srvs {
+		_ = hs.Close()
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
 }
