@@ -46,18 +46,27 @@ func runWithContext(ctx context.Context, args ...string) (code int, stdout, stde
 	return code, out.String(), errOut.String()
 }
 
-func TestRunNotifiesReadyWatchdogStopping(t *testing.T) {
-	conn := notifySocket(t)
-	ctx, stop := context.WithCancel(t.Context())
+// startRun runs `kvscamd run` in-process on a file stream (streamKeys
+// added to its table) uploading to a local KVS endpoint. stop cancels it;
+// done delivers its exit status.
+func startRun(t *testing.T, streamKeys string) (stop func(), done <-chan int) {
+	t.Helper()
 	srv := kvslocal.Start(t, kvslocal.Options{})
 	srv.CreateStream("cam-1", 24*time.Hour)
 	c := srv.IssueCredentials(time.Hour)
-	path := checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "realtime = true\nloop = true\n")
-	done := make(chan int, 1)
+	path := checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, streamKeys)
+	ctx, cancel := context.WithCancel(t.Context())
+	codes := make(chan int, 1)
 	go func() {
 		code, _, _ := runWithContext(ctx, "run", "-config", path)
-		done <- code
+		codes <- code
 	}()
+	return cancel, codes
+}
+
+func TestRunNotifiesReadyWatchdogStopping(t *testing.T) {
+	conn := notifySocket(t)
+	stop, done := startRun(t, "realtime = true\nloop = true\n")
 
 	first := nextNotify(t, conn)
 	if !strings.Contains(first, "READY=1") || !strings.Contains(first, "STATUS=cam-1:") {
@@ -84,17 +93,8 @@ func TestRunNotifiesReadyWatchdogStopping(t *testing.T) {
 // pings must stop so the service manager can step in.
 func TestWatchdogStopsWithoutProgress(t *testing.T) {
 	conn := notifySocket(t)
-	ctx, stop := context.WithCancel(t.Context())
+	stop, done := startRun(t, "realtime = false\n")
 	defer stop()
-	srv := kvslocal.Start(t, kvslocal.Options{})
-	srv.CreateStream("cam-1", 24*time.Hour)
-	c := srv.IssueCredentials(time.Hour)
-	path := checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "realtime = false\n")
-	done := make(chan int, 1)
-	go func() {
-		code, _, _ := runWithContext(ctx, "run", "-config", path)
-		done <- code
-	}()
 	// Wait for three status updates in a row without a ping: the 120
 	// frames are captured at once and uploaded within a few periods.
 	quiet := 0
