@@ -14,6 +14,7 @@ import (
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/file"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 const muxAbout = `
@@ -88,7 +89,7 @@ func muxFile(ctx context.Context, src drivers.Source, path string, fragment time
 	fw := fragmenter.NewFileWriter(bw)
 	frag := fragmenter.New(fragmenter.Config{FragmentDuration: fragment, KeyFrames: src})
 
-	frames := make(chan drivers.Frame, 64)
+	frames := make(chan media.Frame, 64)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(frames)

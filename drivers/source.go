@@ -1,6 +1,6 @@
 // Package drivers holds the frame sources of kvscamd: the camera (V4L2), a
 // replayed Annex-B file and the stdout of a child process. Every source
-// delivers H.264 access units as Frame values and never waits for the rest
+// delivers H.264 access units as media.Frame values and never waits for the rest
 // of the pipeline: when the consumer falls behind, frames are dropped and
 // counted, because a stalled capture loop loses far more than one frame.
 package drivers
@@ -8,39 +8,15 @@ package drivers
 import (
 	"context"
 	"sync/atomic"
-	"time"
-)
 
-// Frame is one H.264 access unit as captured.
-//
-// Ownership: the NALU slices belong to the receiver once the frame has been
-// sent; a driver never reuses their backing memory. Drivers that replay a
-// file may alias one immutable buffer, which is why receivers must not write
-// into them either.
-type Frame struct {
-	// NALUs are the access unit's NAL units without start codes or length
-	// prefixes, in stream order (AUD, SPS, PPS, SEI, slices).
-	NALUs [][]byte
-	// Time is the capture instant on the wall clock. Drivers derive it from
-	// a monotonic timestamp (V4L2 buffers carry CLOCK_MONOTONIC) so that a
-	// step of the system clock cannot reorder frames.
-	Time time.Time
-	// Mono is the capture instant on the monotonic clock, as the kernel or
-	// driver reported it; zero when the source has none.
-	Mono time.Duration
-	// Key is true when the access unit holds an IDR picture. It is set from
-	// the NAL unit types, not from driver flags, which are unreliable.
-	Key bool
-	// Seq numbers frames from 0 within one Run; a gap means frames were
-	// lost before they reached the receiver.
-	Seq uint64
-}
+	"github.com/kvscamd/kvscamd/media"
+)
 
 // Source is a frame source. Run captures until ctx is cancelled (which is
 // a normal stop and returns nil) or the source fails for good; frames are
 // offered to out without blocking.
 type Source interface {
-	Run(ctx context.Context, out chan<- Frame) error
+	Run(ctx context.Context, out chan<- media.Frame) error
 	// RequestKeyFrame asks the encoder for an IDR picture as soon as it can.
 	// Sources that cannot do that ignore the request.
 	RequestKeyFrame()
@@ -66,7 +42,7 @@ type Counters struct {
 
 // Offer sends f to out if the receiver is ready and drops it otherwise,
 // counting either outcome. It reports whether the frame was delivered.
-func (c *Counters) Offer(out chan<- Frame, f Frame) bool {
+func (c *Counters) Offer(out chan<- media.Frame, f media.Frame) bool {
 	select {
 	case out <- f:
 		c.Delivered(f)
@@ -79,7 +55,7 @@ func (c *Counters) Offer(out chan<- Frame, f Frame) bool {
 
 // Delivered counts a frame handed over by other means than Offer, such as
 // a blocking send from a source that may wait.
-func (c *Counters) Delivered(f Frame) {
+func (c *Counters) Delivered(f media.Frame) {
 	c.frames.Add(1)
 	n := 0
 	for _, nalu := range f.NALUs {

@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // Fragment duration limits.
@@ -115,7 +115,7 @@ func (f *Fragmenter) Stats() Stats { return f.stats }
 // Push adds one frame. If the frame completes the open fragment, that
 // fragment is returned with ok set. The frame's NAL units are copied; the
 // caller keeps ownership of them.
-func (f *Fragmenter) Push(fr drivers.Frame) (out Fragment, ok bool) {
+func (f *Fragmenter) Push(fr media.Frame) (out Fragment, ok bool) {
 	f.noteParameterSets(fr.NALUs)
 	idr := h264.IsIDR(fr.NALUs)
 	t := fr.Time.UnixMilli()
@@ -193,8 +193,8 @@ func (f *Fragmenter) Flush() (Fragment, bool) {
 //
 // Frames that arrive while emit runs wait in in; if emit is slow for long
 // enough to fill in, the source drops frames and counts them.
-func (f *Fragmenter) Run(ctx context.Context, in <-chan drivers.Frame, emit func(*Fragment) error) error {
-	push := func(fr drivers.Frame) error {
+func (f *Fragmenter) Run(ctx context.Context, in <-chan media.Frame, emit func(*Fragment) error) error {
+	push := func(fr media.Frame) error {
 		if frag, ok := f.Push(fr); ok {
 			err := emit(&frag)
 			f.Recycle(frag.Cluster)
@@ -291,7 +291,7 @@ func (f *Fragmenter) start(t int64) bool {
 	return true
 }
 
-func (f *Fragmenter) add(fr drivers.Frame, t int64) {
+func (f *Fragmenter) add(fr media.Frame, t int64) {
 	if f.frames > 0 {
 		f.lastDelta = t - f.last
 	}

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/internal/mkvcheck"
 	"github.com/kvscamd/kvscamd/internal/testclips"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 var epoch = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
@@ -48,16 +48,16 @@ func readUnits(data []byte) ([][][]byte, error) {
 }
 
 // frames stamps access units at start + k*interval.
-func frames(aus [][][]byte, start time.Time, interval time.Duration) []drivers.Frame {
-	out := make([]drivers.Frame, len(aus))
+func frames(aus [][][]byte, start time.Time, interval time.Duration) []media.Frame {
+	out := make([]media.Frame, len(aus))
 	for k, au := range aus {
-		out[k] = drivers.Frame{NALUs: au, Time: start.Add(time.Duration(k) * interval), Key: h264.IsIDR(au), Seq: uint64(k)}
+		out[k] = media.Frame{NALUs: au, Time: start.Add(time.Duration(k) * interval), Key: h264.IsIDR(au), Seq: uint64(k)}
 	}
 	return out
 }
 
 // fragmentAll pushes frames and returns every fragment, flushed at the end.
-func fragmentAll(f *Fragmenter, frs []drivers.Frame) []Fragment {
+func fragmentAll(f *Fragmenter, frs []media.Frame) []Fragment {
 	var out []Fragment
 	for _, fr := range frs {
 		if frag, ok := f.Push(fr); ok {
@@ -232,7 +232,7 @@ func TestRetiming(t *testing.T) {
 
 func TestRunFlushesOnCancel(t *testing.T) {
 	aus := accessUnits(t, testclips.Get("high-aud.h264").Read(t))
-	in := make(chan drivers.Frame, len(aus))
+	in := make(chan media.Frame, len(aus))
 	for _, fr := range frames(aus, epoch, time.Second/30) {
 		in <- fr
 	}

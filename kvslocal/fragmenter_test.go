@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/internal/mkvcheck"
 	"github.com/kvscamd/kvscamd/internal/testclips"
 	"github.com/kvscamd/kvscamd/kvslocal"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // fragmentClip runs a committed clip through the project's fragmenter,
@@ -32,7 +32,7 @@ func fragmentClip(t *testing.T, clip testclips.Clip, start time.Time) []fragment
 		if err != nil {
 			t.Fatal(err)
 		}
-		fr := drivers.Frame{NALUs: au, Time: start.Add(time.Duration(k) * time.Second / time.Duration(clip.FPS)), Key: h264.IsIDR(au), Seq: uint64(k)}
+		fr := media.Frame{NALUs: au, Time: start.Add(time.Duration(k) * time.Second / time.Duration(clip.FPS)), Key: h264.IsIDR(au), Seq: uint64(k)}
 		if frag, ok := f.Push(fr); ok {
 			out = append(out, frag)
 		}

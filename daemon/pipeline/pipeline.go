@@ -27,6 +27,7 @@ import (
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // Limits.
@@ -185,7 +186,7 @@ func (p *Pipeline) Close() error {
 // cancelled. Before it returns, every frame the source delivered is in a
 // fragment in the ring.
 func (s *Stream) Run(ctx context.Context) error {
-	frames := make(chan drivers.Frame, FrameQueue)
+	frames := make(chan media.Frame, FrameQueue)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer close(frames)
@@ -208,7 +209,7 @@ func (s *Stream) Run(ctx context.Context) error {
 
 // runSource runs the source, restarting it after failures. A source that
 // ends by itself (a file without loop) ends capture for this run.
-func (s *Stream) runSource(ctx context.Context, frames chan<- drivers.Frame) error {
+func (s *Stream) runSource(ctx context.Context, frames chan<- media.Frame) error {
 	return s.restarting(ctx, "source "+s.Source.Describe(), func(ctx context.Context) error {
 		return s.Source.Run(ctx, frames)
 	})

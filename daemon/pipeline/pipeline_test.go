@@ -18,6 +18,7 @@ import (
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/internal/mkvcheck"
 	"github.com/kvscamd/kvscamd/internal/testclips"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -160,7 +161,7 @@ type flakySource struct {
 	runs atomic.Int32
 }
 
-func (f *flakySource) Run(ctx context.Context, out chan<- drivers.Frame) error {
+func (f *flakySource) Run(ctx context.Context, out chan<- media.Frame) error {
 	if f.runs.Add(1) == 1 {
 		return errors.New("device vanished")
 	}

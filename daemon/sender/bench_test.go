@@ -14,10 +14,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
-	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/kvslocal"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // camFragments makes fragments the size a 1080p30 camera at 4 Mbit/s
@@ -68,7 +68,7 @@ func camSource(tb testing.TB, start time.Time) func() fragmenter.Fragment {
 	return func() fragmenter.Fragment {
 		for ; ; k++ {
 			au := aus[k%len(aus)]
-			f, ok := fr.Push(drivers.Frame{NALUs: au, Time: start.Add(time.Duration(k) * time.Second / 30), Key: h264.IsIDR(au), Seq: uint64(k)})
+			f, ok := fr.Push(media.Frame{NALUs: au, Time: start.Add(time.Duration(k) * time.Second / 30), Key: h264.IsIDR(au), Seq: uint64(k)})
 			if ok {
 				k++
 				f.Cluster = append([]byte(nil), f.Cluster...)

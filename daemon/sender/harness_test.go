@@ -18,11 +18,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
-	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/internal/mkvcheck"
 	"github.com/kvscamd/kvscamd/kvslocal"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 const testStream = "cam-test"
@@ -59,7 +59,7 @@ func clipFragments(t testing.TB, clip string, loops int, start time.Time) []frag
 			for i, n := range au {
 				nalus[i] = append([]byte(nil), n...)
 			}
-			frame := drivers.Frame{
+			frame := media.Frame{
 				NALUs: nalus,
 				Time:  start.Add(time.Duration(k) * time.Second / 30),
 				Key:   h264.IsIDR(nalus),

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvscamd/kvscamd/drivers"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // trueStart is the real time at which the test camera starts (mono 10 s).
@@ -223,14 +223,14 @@ func TestTimelineMillisecondDistinct(t *testing.T) {
 	}
 }
 
-func frame(seq uint64, key bool, mono time.Duration, size int) drivers.Frame {
-	return drivers.Frame{NALUs: [][]byte{make([]byte, size)}, Key: key, Seq: seq, Mono: mono}
+func frame(seq uint64, key bool, mono time.Duration, size int) media.Frame {
+	return media.Frame{NALUs: [][]byte{make([]byte, size)}, Key: key, Seq: seq, Mono: mono}
 }
 
 func TestMapperHoldsUntilSynced(t *testing.T) {
 	r := newRig(false)
 	m := NewMapper(MapperConfig{Clock: r.clk})
-	out := make(chan drivers.Frame, 1)
+	out := make(chan media.Frame, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- m.Run(ctx, out) }()
@@ -280,7 +280,7 @@ func TestMapperDropsWholeGOPsWhenFull(t *testing.T) {
 		t.Fatalf("dropped %d frames, want 3 whole GOPs (90)", got)
 	}
 	r.sync()
-	out := make(chan drivers.Frame, 64)
+	out := make(chan media.Frame, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go m.Run(ctx, out)
@@ -298,7 +298,7 @@ func TestMapperDropsWholeGOPsWhenFull(t *testing.T) {
 func TestMapperSlowReceiverKeepsOrder(t *testing.T) {
 	r := newRig(true)
 	m := NewMapper(MapperConfig{Clock: r.clk})
-	out := make(chan drivers.Frame) // unbuffered: every send waits for the reader
+	out := make(chan media.Frame) // unbuffered: every send waits for the reader
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go m.Run(ctx, out)
@@ -327,14 +327,14 @@ func BenchmarkTimelineStampSystem(b *testing.B) {
 
 func BenchmarkMapperPushRun(b *testing.B) {
 	m := NewMapper(MapperConfig{Clock: System{Mode: SyncTrust}})
-	out := make(chan drivers.Frame, 256)
+	out := make(chan media.Frame, 256)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go m.Run(ctx, out)
 	nalus := [][]byte{make([]byte, 8000)}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		m.Push(drivers.Frame{NALUs: nalus, Key: i%30 == 0, Seq: uint64(i), Mono: Monotonic()})
+		m.Push(media.Frame{NALUs: nalus, Key: i%30 == 0, Seq: uint64(i), Mono: Monotonic()})
 		<-out
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/kvscamd/kvscamd/drivers"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // DefaultMaxHoldBytes caps the frames a Mapper keeps in memory: about four
@@ -49,7 +50,7 @@ type Mapper struct {
 	wake     chan struct{}
 
 	mu        sync.Mutex // guards the fields below
-	q         []drivers.Frame
+	q         []media.Frame
 	head      int
 	bytes     int
 	dropping  bool        // inside a drop episode; logged once per episode
@@ -75,7 +76,7 @@ func NewMapper(cfg MapperConfig) *Mapper {
 	}
 }
 
-func frameSize(f drivers.Frame) (data, mem int) {
+func frameSize(f media.Frame) (data, mem int) {
 	for _, n := range f.NALUs {
 		data += len(n)
 	}
@@ -84,7 +85,7 @@ func frameSize(f drivers.Frame) (data, mem int) {
 
 // Push queues a captured frame. f.Mono must hold the capture instant on
 // CLOCK_MONOTONIC; f.Time is overwritten. Push never blocks.
-func (m *Mapper) Push(f drivers.Frame) {
+func (m *Mapper) Push(f media.Frame) {
 	_, size := frameSize(f)
 	m.mu.Lock()
 	m.q = append(m.q, f)
@@ -110,7 +111,7 @@ func (m *Mapper) shed() {
 		for {
 			_, size := frameSize(m.q[m.head])
 			m.bytes -= size
-			m.q[m.head] = drivers.Frame{}
+			m.q[m.head] = media.Frame{}
 			m.head++
 			n++
 			if len(m.q)-m.head <= 1 || m.q[m.head].Key {
@@ -142,14 +143,14 @@ func (m *Mapper) compact() {
 }
 
 // pop removes and returns the oldest queued frame.
-func (m *Mapper) pop() (drivers.Frame, bool) {
+func (m *Mapper) pop() (media.Frame, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.head == len(m.q) {
-		return drivers.Frame{}, false
+		return media.Frame{}, false
 	}
 	f := m.q[m.head]
-	m.q[m.head] = drivers.Frame{}
+	m.q[m.head] = media.Frame{}
 	m.head++
 	_, size := frameSize(f)
 	m.bytes -= size
@@ -171,7 +172,7 @@ func (m *Mapper) Queued() int {
 // Start runs Run in a goroutine of its own, so that a slow receiver never
 // holds up the capture loop that pushes frames. The returned stop function
 // cancels it and waits for it to end; callers defer it.
-func (m *Mapper) Start(ctx context.Context, out chan<- drivers.Frame) (stop func()) {
+func (m *Mapper) Start(ctx context.Context, out chan<- media.Frame) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -186,7 +187,7 @@ func (m *Mapper) Start(ctx context.Context, out chan<- drivers.Frame) (stop func
 
 // Run delivers queued frames to out, stamped with wall time, until ctx is
 // cancelled; it returns nil then. Only one Run may be active.
-func (m *Mapper) Run(ctx context.Context, out chan<- drivers.Frame) error {
+func (m *Mapper) Run(ctx context.Context, out chan<- media.Frame) error {
 	var poll *time.Ticker
 	waitingSince := time.Duration(-1)
 	for {

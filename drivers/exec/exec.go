@@ -35,6 +35,7 @@ import (
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // Defaults of Config's tuning fields.
@@ -120,7 +121,7 @@ func (s *Source) Stats() drivers.Stats {
 
 // Run implements drivers.Source. It returns an error only when the command
 // cannot be started at all (not found, not executable).
-func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
+func (s *Source) Run(ctx context.Context, out chan<- media.Frame) error {
 	if !s.running.TryLock() {
 		return fmt.Errorf("%s: Run is already active", s.Describe())
 	}
@@ -218,7 +219,7 @@ func (s *Source) runChild(ctx context.Context) (frames int, err error) {
 			break
 		}
 		mono := s.cfg.Clock.Mono()
-		s.mapper.Push(drivers.Frame{NALUs: au, Mono: mono, Key: h264.IsIDR(au), Seq: s.seq})
+		s.mapper.Push(media.Frame{NALUs: au, Mono: mono, Key: h264.IsIDR(au), Seq: s.seq})
 		s.seq++
 		frames++
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // logBuf collects log output from several goroutines.
@@ -69,11 +70,11 @@ func fmtInt(n int) string {
 }
 
 // receive reads n frames or fails at the deadline.
-func receive(t *testing.T, out <-chan drivers.Frame, n int, within time.Duration) []drivers.Frame {
+func receive(t *testing.T, out <-chan media.Frame, n int, within time.Duration) []media.Frame {
 	t.Helper()
 	deadline := time.NewTimer(within)
 	defer deadline.Stop()
-	var got []drivers.Frame
+	var got []media.Frame
 	for len(got) < n {
 		select {
 		case f := <-out:
@@ -87,7 +88,7 @@ func receive(t *testing.T, out <-chan drivers.Frame, n int, within time.Duration
 
 // startRun runs src in the background; stop cancels it and returns Run's
 // error.
-func startRun(t *testing.T, src drivers.Source, out chan drivers.Frame) (stop func() error) {
+func startRun(t *testing.T, src drivers.Source, out chan media.Frame) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, out) }()
@@ -139,7 +140,7 @@ func TestRestartsExitedEncoder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan drivers.Frame, 256)
+	out := make(chan media.Frame, 256)
 	stop := startRun(t, src, out)
 	got := receive(t, out, 2*perRun, 60*time.Second)
 	if err := stop(); err != nil {
@@ -184,7 +185,7 @@ func TestLiveEncoderTimestamps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan drivers.Frame, 64)
+	out := make(chan media.Frame, 64)
 	startRun(t, src, out)
 	got := receive(t, out, 30, 30*time.Second)
 	now := time.Now()
@@ -222,7 +223,7 @@ func TestHoldsFramesUntilClockSynced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan drivers.Frame, 64)
+	out := make(chan media.Frame, 64)
 	startRun(t, s, out)
 	deadline := time.Now().Add(30 * time.Second)
 	for s.mapper.Queued() < 30 {
@@ -259,7 +260,7 @@ func TestStopKillsEncoderIgnoringSIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := startRun(t, src, make(chan drivers.Frame, 1))
+	stop := startRun(t, src, make(chan media.Frame, 1))
 	var pid int
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -291,7 +292,7 @@ func TestCommandNotFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = src.Run(context.Background(), make(chan drivers.Frame))
+	err = src.Run(context.Background(), make(chan media.Frame))
 	if err == nil || !strings.Contains(err.Error(), "no-such-encoder-xyz") {
 		t.Fatalf("Run = %v, want an error naming the command", err)
 	}
@@ -309,7 +310,7 @@ func TestNotAnnexBIsReported(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	startRun(t, s, make(chan drivers.Frame, 1))
+	startRun(t, s, make(chan media.Frame, 1))
 	deadline := time.Now().Add(10 * time.Second)
 	for s.Stats().Errors == 0 {
 		if time.Now().After(deadline) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // MaxFPS bounds the configured frame rate.
@@ -76,7 +77,7 @@ func (s *Source) RequestKeyFrame() {}
 
 // Run replays the file until its end (or forever with Loop) or until ctx
 // is cancelled, which returns nil.
-func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
+func (s *Source) Run(ctx context.Context, out chan<- media.Frame) error {
 	start := s.cfg.Start
 	if start.IsZero() {
 		start = s.cfg.Now()
@@ -98,7 +99,7 @@ func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
 }
 
 // replay sends one pass over the file and returns how many frames it read.
-func (s *Source) replay(ctx context.Context, out chan<- drivers.Frame, start time.Time, k *uint64) (int, error) {
+func (s *Source) replay(ctx context.Context, out chan<- media.Frame, start time.Time, k *uint64) (int, error) {
 	f, err := os.Open(s.cfg.Path)
 	if err != nil {
 		return 0, fmt.Errorf("file source: %w", err)
@@ -123,7 +124,7 @@ func (s *Source) replay(ctx context.Context, out chan<- drivers.Frame, start tim
 		// Multiply before dividing so that frame k lands on the exact
 		// millisecond even when 1/fps is not a whole number of them.
 		at := start.Add(time.Duration(*k) * time.Second / time.Duration(s.cfg.FPS))
-		fr := drivers.Frame{NALUs: au, Time: at, Key: h264.IsIDR(au), Seq: *k}
+		fr := media.Frame{NALUs: au, Time: at, Key: h264.IsIDR(au), Seq: *k}
 		*k++
 		n++
 		if !s.cfg.Realtime {

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/internal/testclips"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 var start = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
@@ -21,7 +21,7 @@ func TestReplayAsFastAsTaken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan drivers.Frame) // unbuffered: the source must wait
+	out := make(chan media.Frame) // unbuffered: the source must wait
 	done := make(chan error, 1)
 	go func() { done <- src.Run(t.Context(), out); close(out) }()
 	k := 0
@@ -54,7 +54,7 @@ func TestLoopKeepsCounting(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	out := make(chan drivers.Frame)
+	out := make(chan media.Frame)
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, out) }()
 	want := 2*clip.Frames + 10
@@ -85,7 +85,7 @@ func TestRealtimeDropsWhenReceiverIsBusy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := src.Run(t.Context(), make(chan drivers.Frame)); err != nil {
+	if err := src.Run(t.Context(), make(chan media.Frame)); err != nil {
 		t.Fatal(err)
 	}
 	if st := src.Stats(); st.Dropped != uint64(clip.Frames) || st.Frames != 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // Buffer timestamp flags (linux/videodev2.h).
@@ -89,7 +90,7 @@ func (s *Source) Stats() drivers.Stats { return sourceStats(s.mapper, &s.errs, s
 // Run implements drivers.Source. It returns an error only for a device that
 // can never work (no H.264, not a capture device); a device that is absent
 // or fails is reopened with back-off until ctx ends.
-func (s *Source) Run(ctx context.Context, out chan<- drivers.Frame) error {
+func (s *Source) Run(ctx context.Context, out chan<- media.Frame) error {
 	if !s.running.TryLock() {
 		return fmt.Errorf("%s: Run is already active", s.Describe())
 	}
@@ -233,6 +234,6 @@ func (s *Source) handle(asm *assembler, buf buffer, reopened bool, lastSeq *uint
 	case tsType == bufFlagTimestampUnknown && mono-buf.ts < s.cfg.StallTimeout:
 		mono = buf.ts
 	}
-	s.mapper.Push(drivers.Frame{NALUs: nalus, Mono: mono, Key: h264.IsIDR(nalus), Seq: s.seq})
+	s.mapper.Push(media.Frame{NALUs: nalus, Mono: mono, Key: h264.IsIDR(nalus), Seq: s.seq})
 	s.seq++
 }

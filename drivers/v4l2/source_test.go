@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // step is one scripted result of session.next.
@@ -91,7 +91,7 @@ func pic(seq uint32, key bool) step {
 		flags: bufFlagTimestampMonotonic}}
 }
 
-func runFake(t *testing.T, cam *fakeCamera, frames int) (*Source, []drivers.Frame, error) {
+func runFake(t *testing.T, cam *fakeCamera, frames int) (*Source, []media.Frame, error) {
 	t.Helper()
 	s, err := newSource(Config{Device: "/dev/fake", Width: 320, Height: 240, FPS: 30,
 		Clock: clock.System{Mode: clock.SyncTrust}, MinBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond,
@@ -99,12 +99,12 @@ func runFake(t *testing.T, cam *fakeCamera, frames int) (*Source, []drivers.Fram
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan drivers.Frame, 64)
+	out := make(chan media.Frame, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, out) }()
-	var got []drivers.Frame
+	var got []media.Frame
 	deadline := time.After(20 * time.Second)
 	for len(got) < frames {
 		select {
@@ -208,7 +208,7 @@ func TestKeyFrameRequestReachesDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan drivers.Frame, 4)
+	out := make(chan media.Frame, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, out) }()

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 func TestMissingDeviceIsRetried(t *testing.T) {
@@ -20,7 +20,7 @@ func TestMissingDeviceIsRetried(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, make(chan drivers.Frame, 1)) }()
+	go func() { done <- src.Run(ctx, make(chan media.Frame, 1)) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for src.Stats().Errors < 3 {
 		if time.Now().After(deadline) {
@@ -41,7 +41,7 @@ func TestNotAV4L2Device(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err = src.Run(ctx, make(chan drivers.Frame, 1))
+	err = src.Run(ctx, make(chan media.Frame, 1))
 	if err == nil || !strings.Contains(err.Error(), "/dev/null") || !strings.Contains(err.Error(), "not a V4L2 device") {
 		t.Fatalf("Run = %v, want a clear error naming /dev/null", err)
 	}

@@ -20,9 +20,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 func vmEnv(t *testing.T, key, def string) string {
@@ -91,13 +91,13 @@ func TestVMLoopbackH264FrameExact(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan drivers.Frame, len(want)+8)
+	out := make(chan media.Frame, len(want)+8)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, out) }()
 
 	deadline := time.After(120 * time.Second)
-	var got []drivers.Frame
+	var got []media.Frame
 	for len(got) < len(want) {
 		select {
 		case f := <-out:
@@ -174,7 +174,7 @@ func TestVMWaitsForProducerAndReopensAfterStall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan drivers.Frame, len(want)+8)
+	out := make(chan media.Frame, len(want)+8)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, out) }()
@@ -256,7 +256,7 @@ func TestVMVividOffersNoH264(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	err = src.Run(ctx, make(chan drivers.Frame, 1))
+	err = src.Run(ctx, make(chan media.Frame, 1))
 	if !errors.Is(err, ErrNoH264) {
 		t.Fatalf("Run = %v, want ErrNoH264", err)
 	}
