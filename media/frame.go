@@ -78,4 +78,3 @@ type Frame struct {
 	// lost before they reached the receiver.
 	Seq uint64
 }
-
