@@ -17,6 +17,7 @@ import (
 	"github.com/kvscamd/kvscamd/credentials/certs"
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/sender"
+	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/drivers/file"
 	"github.com/kvscamd/kvscamd/drivers/v4l2"
@@ -81,7 +82,7 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if credErr != nil {
 			line(fmt.Sprintf("kvs: FAIL stream %s: not checked, the credentials check failed; fix it first", st.Name), credErr)
 		} else {
-			sc := sender.ConfigFrom(cfg, st)
+			sc := stream.SenderConfig(cfg, *st)
 			sc.Credentials = prov
 			line(sender.Check(cctx, sc))
 		}

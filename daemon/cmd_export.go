@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/kvscamd/kvscamd/daemon/config"
-	"github.com/kvscamd/kvscamd/daemon/pipeline"
 	"github.com/kvscamd/kvscamd/daemon/ring"
+	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/fragmenter"
 )
 
@@ -28,7 +28,7 @@ The ring is only read, so this works while the service is running.`
 func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("export", "[-config FILE] -stream NAME [-from RFC3339] [-to RFC3339] -o OUT.mkv", exportAbout)
 	cfgPath := configFlag(fs)
-	stream := fs.String("stream", "", "stream `name`")
+	streamName := fs.String("stream", "", "stream `name`")
 	fromFlag := fs.String("from", "", "start of the range, RFC 3339 `time` (default: the oldest fragment)")
 	toFlag := fs.String("to", "", "end of the range, RFC 3339 `time` (default: the newest fragment)")
 	out := fs.String("o", "", "output MKV `file`")
@@ -60,20 +60,17 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var st *config.Stream
 	for i := range cfg.Streams {
 		names = append(names, cfg.Streams[i].Name)
-		if cfg.Streams[i].Name == *stream {
+		if cfg.Streams[i].Name == *streamName {
 			st = &cfg.Streams[i]
 		}
 	}
 	if st == nil {
-		if *stream == "" {
+		if *streamName == "" {
 			return usageErrorf("-stream is required; configured streams in %s: %s", *cfgPath, strings.Join(names, ", "))
 		}
-		return usageErrorf("no stream %q in %s; configured streams: %s", *stream, *cfgPath, strings.Join(names, ", "))
+		return usageErrorf("no stream %q in %s; configured streams: %s", *streamName, *cfgPath, strings.Join(names, ", "))
 	}
-	dir, err := pipeline.RingDir(cfg, st.Name)
-	if err != nil {
-		return err
-	}
+	dir := stream.RingDir(cfg, st.Name)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("stream %s has no ring buffer yet (%s does not exist); kvscamd run creates it when it captures", st.Name, dir)
 	}

@@ -2,58 +2,98 @@ package main
 
 import (
 	"context"
+	"flag"
 	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/kvscamd/kvscamd/daemon/config"
-	"github.com/kvscamd/kvscamd/daemon/pipeline"
 	"github.com/kvscamd/kvscamd/daemon/sdnotify"
-	"github.com/kvscamd/kvscamd/daemon/sender"
+	"github.com/kvscamd/kvscamd/daemon/service"
+	"github.com/kvscamd/kvscamd/daemon/status"
 )
 
 const runAbout = `
 Runs the service: captures every configured stream, cuts it into fragments,
 keeps them in the on-disk ring buffer below state_dir and uploads them to
-Kinesis Video Streams. Stops cleanly on SIGINT or SIGTERM: the fragment
-being captured is closed and stored before the process exits.`
-
-// uploaderFactory builds each stream's uploader: the sender. Set to nil,
-// run would capture into the rings only.
-var uploaderFactory pipeline.UploaderFactory = sender.PipelineUploader
+Kinesis Video Streams. Answers kvscamd status, upload and capture on its
+unix socket. SIGHUP reloads the configuration file: what can change live
+does, and each change is logged with how it was applied. Stops cleanly on
+SIGINT or SIGTERM: the fragment being captured is closed and stored before
+the process exits.`
 
 // cmdRun is the service entry point.
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("run", "[-config FILE]", runAbout)
+	fs := newFlagSet("run", "[-config FILE] [-socket PATH]", runAbout)
 	cfgPath := configFlag(fs)
+	socket := socketFlag(fs)
 	if err := parseFlags(fs, args, stdout, stderr); err != nil {
 		return err
 	}
 	if err := noArgs(fs); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*cfgPath)
+	return runDaemon(ctx, *cfgPath, stderr, service.Options{Socket: *socket})
+}
+
+// runDaemon loads the configuration at path and runs the service with o
+// (ConfigPath, Logger, LogLevel and Version are filled in here) until ctx
+// ends. Tests call it to add options the file has no keys for.
+func runDaemon(ctx context.Context, path string, stderr io.Writer, o service.Options) error {
+	// Listen for SIGHUP before anything else: its default action would
+	// end the process and lose the open fragment.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, cfg.LogLevel.Slog())
-	p, err := pipeline.New(cfg, pipeline.Options{Logger: log, Uploader: uploaderFactory})
+	level := new(slog.LevelVar)
+	level.Set(cfg.LogLevel.Slog())
+	log := newLogger(stderr, level)
+	o.ConfigPath, o.Logger, o.LogLevel, o.Version = path, log, level, version
+	svc, err := service.New(cfg, o)
 	if err != nil {
 		return err
 	}
-	var names []string
-	for _, s := range p.Streams() {
-		names = append(names, s.Name+" ("+s.Source.Describe()+")")
-	}
-	log.Info("kvscamd running", "config", *cfgPath, "state_dir", cfg.StateDir, "streams", names)
-	sn := &serviceNotifier{n: sdnotify.FromEnv(), p: p, log: log}
+	log.Info("kvscamd running", "config", path, "state_dir", cfg.StateDir, "streams", svc.Streams(), "socket", o.Socket)
+
+	sn := &serviceNotifier{n: sdnotify.FromEnv(), svc: svc, log: log}
 	nctx, stopNotify := context.WithCancel(ctx)
+	defer stopNotify()
 	notified := make(chan struct{})
 	go func() {
 		defer close(notified)
 		sn.run(nctx)
 	}()
-	err = p.Run(ctx)
+	go func() {
+		for {
+			select {
+			case <-nctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading the configuration", "op", "reload", "config", path)
+				// Errors are logged by the service with every problem.
+				_, _ = svc.Do(nctx, status.Command{Op: status.OpReload})
+			}
+		}
+	}()
+	err = svc.Run(ctx)
 	stopNotify()
 	<-notified
 	log.Info("kvscamd stopped")
 	return err
+}
+
+// socketFlag adds -socket, the status socket's path.
+func socketFlag(fs *flag.FlagSet) *string {
+	def := status.DefaultSocket
+	if v := os.Getenv("KVSCAMD_SOCKET"); v != "" {
+		def = v
+	}
+	return fs.String("socket", def, "path of the daemon's status socket (env KVSCAMD_SOCKET)")
 }

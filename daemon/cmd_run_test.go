@@ -74,7 +74,7 @@ func TestRunSIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "run", "-config", cfg)
+	cmd := exec.Command(exe, "run", "-config", cfg, "-socket", filepath.Join(t.TempDir(), "kvscamd.sock"))
 	cmd.Env = append(os.Environ(), asKvscamd+"=1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -133,7 +133,9 @@ func runUntil(t *testing.T, cfg, state string, done func(ring.Stats) bool) strin
 	defer cancel()
 	var stdout, stderr syncBuffer
 	exit := make(chan int, 1)
-	go func() { exit <- dispatch(ctx, []string{"run", "-config", cfg}, &stdout, &stderr) }()
+	go func() {
+		exit <- dispatch(ctx, []string{"run", "-config", cfg, "-socket", filepath.Join(t.TempDir(), "kvscamd.sock")}, &stdout, &stderr)
+	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if st, err := ringStats(t, filepath.Join(state, "cam-test")); err == nil && done(st) {

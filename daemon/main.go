@@ -33,6 +33,8 @@ var commands = []command{
 	{"run", "run the service: capture, buffer and upload", cmdRun},
 	{"check", "validate the configuration, files, credentials, endpoints and clock", cmdCheck},
 	{"status", "show the state of the running daemon", cmdStatus},
+	{"upload", "ask the running daemon to upload a time range of a stream", cmdUpload},
+	{"capture", "turn a stream's capture on or off in the running daemon", cmdCapture},
 	{"mux", "convert an Annex-B H.264 file into a KVS-conformant MKV", cmdMux},
 	{"export", "write a time range of a stream's ring buffer to an MKV file", cmdExport},
 	{"version", "print version, commit and Go version", cmdVersion},

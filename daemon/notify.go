@@ -7,18 +7,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kvscamd/kvscamd/daemon/pipeline"
 	"github.com/kvscamd/kvscamd/daemon/sdnotify"
-	"github.com/kvscamd/kvscamd/daemon/sender"
+	"github.com/kvscamd/kvscamd/daemon/service"
 )
 
-// serviceNotifier tells the service manager how the pipeline is doing:
+// serviceNotifier tells the service manager how the daemon is doing:
 // READY once it runs, a one-line STATUS, and watchdog pings only while it
 // makes progress, so that a wedged daemon is restarted rather than left
 // silently recording nothing.
 type serviceNotifier struct {
 	n    *sdnotify.Notifier
-	p    *pipeline.Pipeline
+	svc  *service.Service
 	log  *slog.Logger
 	last uint64 // progress counter at the previous check
 }
@@ -27,12 +26,8 @@ type serviceNotifier struct {
 // captured, fragments stored, fragments acknowledged by the service.
 func (s *serviceNotifier) progress() uint64 {
 	var n uint64
-	for _, st := range s.p.Streams() {
-		n += st.Source.Stats().Frames
-		n += uint64(st.Ring.Stats().NextID)
-		if u, ok := st.Uploader.(interface{ Stats() sender.Stats }); ok {
-			n += u.Stats().Acked
-		}
+	for _, st := range s.svc.Status().Streams {
+		n += st.FramesCaptured + st.FragmentsStored + st.FragmentsAcked
 	}
 	return n
 }
@@ -40,16 +35,14 @@ func (s *serviceNotifier) progress() uint64 {
 // status is the one-line state systemctl status shows.
 func (s *serviceNotifier) status() string {
 	var parts []string
-	for _, st := range s.p.Streams() {
-		rs := st.Ring.Stats()
+	for _, st := range s.svc.Status().Streams {
 		line := fmt.Sprintf("%s: %d frames, ring %d%% (%d fragments not uploaded)", st.Name,
-			st.Source.Stats().Frames, percent(rs.BytesUsed, rs.Capacity), rs.Unacked)
-		if u, ok := st.Uploader.(interface{ Stats() sender.Stats }); ok {
-			if us := u.Stats(); us.Alert != "" {
-				line += ", needs attention: " + us.Alert
-			} else if us.State != "" {
-				line += ", " + us.State
-			}
+			st.FramesCaptured, percent(st.RingBytesUsed, st.RingBytesCapacity), st.FragmentsUnacked)
+		switch {
+		case st.Uploader.Alert != "":
+			line += ", needs attention: " + st.Uploader.Alert
+		case st.Uploader.State != "":
+			line += ", " + st.Uploader.State
 		}
 		parts = append(parts, line)
 	}

@@ -55,10 +55,11 @@ func startRun(t *testing.T, streamKeys string) (stop func(), done <-chan int) {
 	srv.CreateStream("cam-1", 24*time.Hour)
 	c := srv.IssueCredentials(time.Hour)
 	path := checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, streamKeys)
+	sock := filepath.Join(t.TempDir(), "kvscamd.sock")
 	ctx, cancel := context.WithCancel(t.Context())
 	codes := make(chan int, 1)
 	go func() {
-		code, _, _ := runWithContext(ctx, "run", "-config", path)
+		code, _, _ := runWithContext(ctx, "run", "-config", path, "-socket", sock)
 		codes <- code
 	}()
 	return cancel, codes

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -24,10 +23,10 @@ import (
 	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/credentials/iotlocal"
 	"github.com/kvscamd/kvscamd/credentials/testpki"
-	"github.com/kvscamd/kvscamd/daemon/config"
-	"github.com/kvscamd/kvscamd/daemon/pipeline"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/daemon/sender"
+	"github.com/kvscamd/kvscamd/daemon/service"
+	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/internal/mkvcheck"
 	"github.com/kvscamd/kvscamd/internal/testclips"
@@ -146,14 +145,19 @@ ring_size = "64MiB"
 	// with the margin scaled to the short lifetime and the provider
 	// wrapped to time every Retrieve the sender makes.
 	timed := &timedCreds{}
-	old := uploaderFactory
-	uploaderFactory = rotationUploader(timed)
-	defer func() { uploaderFactory = old }()
+	opts := service.Options{
+		Socket: filepath.Join(t.TempDir(), "kvscamd.sock"),
+		WrapCredentials: func(p aws.CredentialsProvider) aws.CredentialsProvider {
+			timed.setProvider(p)
+			return timed
+		},
+		Stream: stream.Options{TuneSender: func(c *sender.Config) { c.CredentialMargin = rotMargin }},
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	exit := make(chan int, 1)
-	go func() { exit <- dispatch(ctx, []string{"run", "-config", cfgPath}, &syncBuffer{}, &runErr) }()
+	go func() { exit <- report(&runErr, "run", runDaemon(ctx, cfgPath, &runErr, opts)) }()
 
 	// The first fetch happens with the endpoint fast; from then on it is
 	// slow, so that any fetch on the upload path would show.
@@ -420,47 +424,11 @@ ring_size = "64MiB"
 	}
 }
 
-// rotationUploader is sender.PipelineUploader with the sender's credential
-// margin scaled to short-lived credentials and every Retrieve timed.
-func rotationUploader(timed *timedCreds) pipeline.UploaderFactory {
-	return func(c *config.Config, st *config.Stream, r *ring.Ring, log *slog.Logger) (pipeline.Uploader, error) {
-		cfg := sender.ConfigFrom(c, st)
-		prov, err := credentials.New(context.Background(), c.CredentialsConfig(), credentials.WithLogger(log))
-		if err != nil {
-			return nil, err
-		}
-		timed.setProvider(prov)
-		cfg.Ring, cfg.Credentials, cfg.Logger = r, timed, log
-		cfg.CredentialMargin = rotMargin
-		s, err := sender.New(cfg)
-		if err != nil {
-			return nil, err
-		}
-		return &rotationRun{s: s, prov: prov}, nil
-	}
-}
-
-// rotationRun runs the sender and the provider's background refresh, as
-// sender.Uploader does.
-type rotationRun struct {
-	s    *sender.Sender
-	prov *credentials.Provider
-}
-
-func (u *rotationRun) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- u.prov.Run(ctx) }()
-	err := u.s.Run(ctx)
-	cancel()
-	return errors.Join(err, <-done)
-}
-
 // timedCreds records how long each Retrieve of the wrapped provider took.
 // It keeps Invalidate, so the sender treats it like the provider itself.
 type timedCreds struct {
 	mu    sync.Mutex
-	prov  *credentials.Provider
+	prov  aws.CredentialsProvider // the daemon's *credentials.Provider
 	calls []retrieveCall
 }
 
@@ -470,13 +438,13 @@ type retrieveCall struct {
 	err   error
 }
 
-func (c *timedCreds) setProvider(p *credentials.Provider) {
+func (c *timedCreds) setProvider(p aws.CredentialsProvider) {
 	c.mu.Lock()
 	c.prov = p
 	c.mu.Unlock()
 }
 
-func (c *timedCreds) provider() *credentials.Provider {
+func (c *timedCreds) provider() aws.CredentialsProvider {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.prov
@@ -492,7 +460,11 @@ func (c *timedCreds) Retrieve(ctx context.Context) (aws.Credentials, error) {
 	return creds, err
 }
 
-func (c *timedCreds) Invalidate() { c.provider().Invalidate() }
+func (c *timedCreds) Invalidate() {
+	if inv, ok := c.provider().(interface{ Invalidate() }); ok {
+		inv.Invalidate()
+	}
+}
 
 func (c *timedCreds) snapshot() []retrieveCall {
 	c.mu.Lock()

@@ -112,6 +112,16 @@ func New(cfg Config) *Fragmenter {
 // Stats returns the counters.
 func (f *Fragmenter) Stats() Stats { return f.stats }
 
+// SetFragmentDuration changes the target duration from the next fragment
+// on (the open one closes at the first IDR past the new target). Zero
+// means DefaultFragmentDuration; the target never exceeds the hard cap.
+func (f *Fragmenter) SetFragmentDuration(d time.Duration) {
+	if d <= 0 {
+		d = DefaultFragmentDuration
+	}
+	f.target = min(d, f.max)
+}
+
 // Push adds one frame. If the frame completes the open fragment, that
 // fragment is returned with ok set. The frame's NAL units are copied; the
 // caller keeps ownership of them.

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
-
-	"github.com/kvscamd/kvscamd/daemon/config"
 )
 
 func TestAckErrorClass(t *testing.T) {
@@ -154,19 +152,5 @@ func TestRetentionHours(t *testing.T) {
 		if got := c.retentionHours(); got != want {
 			t.Errorf("retentionHours(%v) = %d, want %d", d, got, want)
 		}
-	}
-}
-
-func TestConfigFrom(t *testing.T) {
-	c := config.Default()
-	c.ThingName, c.Region = "cam-9", "eu-central-1"
-	c.KVS = config.KVS{Endpoint: "http://127.0.0.1:1", CreateStream: true, Retention: config.Duration(48 * time.Hour)}
-	st := config.Stream{Mode: config.ModeRecord, UploadRateLimit: 1000}
-	got := ConfigFrom(&c, &st)
-	want := Config{Stream: "cam-9", Region: "eu-central-1", ControlEndpoint: "http://127.0.0.1:1", CreateStream: true,
-		Retention: 48 * time.Hour, RateLimit: 1000, Mode: ModeRecord}
-	if got.Stream != want.Stream || got.Region != want.Region || got.ControlEndpoint != want.ControlEndpoint ||
-		got.CreateStream != want.CreateStream || got.Retention != want.Retention || got.RateLimit != want.RateLimit || got.Mode != want.Mode {
-		t.Errorf("ConfigFrom = %+v, want %+v", got, want)
 	}
 }
