@@ -181,9 +181,11 @@ func (svc *Service) Reload(cfg *config.Config) (status.Result, error) {
 	svc.loaded = time.Now()
 	svc.mu.Unlock()
 	for _, c := range changes {
-		if c.Stream == "" {
-			svc.log.Info("setting changed", "op", "reload", "key", c.Key, "old", c.Old, "new", c.New, "effect", c.Effect)
+		log := svc.log
+		if c.Stream != "" {
+			log = log.With("stream", c.Stream)
 		}
+		log.Info("setting changed", "op", "reload", "key", c.Key, "old", c.Old, "new", c.New, "effect", c.Effect)
 	}
 	res := status.Result{Message: fmt.Sprintf("configuration reloaded: %d changes", len(changes)), Changes: changes}
 	if len(changes) == 0 {

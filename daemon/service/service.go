@@ -139,6 +139,12 @@ func (svc *Service) Streams() []string {
 // until ctx is cancelled, then stops the streams (each stores its open
 // fragment) and closes their rings. Cancellation returns nil.
 func (svc *Service) Run(ctx context.Context) error {
+	var prov *credentials.Provider
+	if !svc.opts.CaptureOnly {
+		// Building the provider does no I/O, so the streams' uploaders
+		// normally find it ready; if it fails, runCredentials retries.
+		prov = svc.buildCredentials(ctx)
+	}
 	svc.mu.Lock()
 	svc.runCtx = ctx
 	for _, r := range svc.streams {
@@ -152,7 +158,7 @@ func (svc *Service) Run(ctx context.Context) error {
 		side.Add(1)
 		go func() {
 			defer side.Done()
-			svc.runCredentials(sideCtx)
+			svc.runCredentials(sideCtx, prov)
 		}()
 	}
 	sockErr := make(chan error, 1)
@@ -211,37 +217,45 @@ func (svc *Service) credentials() (aws.CredentialsProvider, error) {
 	return nil, errors.New("credentials provider not built yet")
 }
 
-// runCredentials builds the one credentials provider of the daemon,
-// retrying with back-off while it cannot be built (e.g. the device
-// certificate is missing), and then runs its background refresh.
-func (svc *Service) runCredentials(ctx context.Context) {
-	bo := drivers.Backoff{Min: time.Second, Max: time.Minute}
-	for {
-		svc.mu.Lock()
-		cc := svc.cfg.CredentialsConfig()
-		svc.mu.Unlock()
-		p, err := credentials.New(ctx, cc, credentials.WithLogger(svc.log))
-		if err == nil {
-			var creds aws.CredentialsProvider = p
-			if svc.opts.WrapCredentials != nil {
-				creds = svc.opts.WrapCredentials(p)
-			}
-			svc.mu.Lock()
-			svc.creds, svc.prov, svc.credErr = creds, p, nil
-			svc.mu.Unlock()
-			if err := p.Run(ctx); err != nil && ctx.Err() == nil {
-				svc.log.Error("credentials refresh stopped", "err", err)
-				svc.noteError(err)
-			}
-			return
-		}
-		svc.mu.Lock()
+// buildCredentials makes the daemon's one credentials provider, or
+// records why it cannot (e.g. the device certificate is missing) and
+// returns nil.
+func (svc *Service) buildCredentials(ctx context.Context) *credentials.Provider {
+	svc.mu.Lock()
+	cc := svc.cfg.CredentialsConfig()
+	svc.mu.Unlock()
+	p, err := credentials.New(ctx, cc, credentials.WithLogger(svc.log))
+	svc.mu.Lock()
+	defer svc.mu.Unlock()
+	if err != nil {
 		svc.credErr = err
+		return nil
+	}
+	var creds aws.CredentialsProvider = p
+	if svc.opts.WrapCredentials != nil {
+		creds = svc.opts.WrapCredentials(p)
+	}
+	svc.creds, svc.prov, svc.credErr = creds, p, nil
+	return p
+}
+
+// runCredentials retries building the provider with back-off while it
+// cannot be built, then runs its background refresh until ctx ends.
+func (svc *Service) runCredentials(ctx context.Context, p *credentials.Provider) {
+	bo := drivers.Backoff{Min: time.Second, Max: time.Minute}
+	for p == nil {
+		svc.mu.Lock()
+		err := svc.credErr
 		svc.mu.Unlock()
 		svc.log.Error("credentials cannot be set up yet; capturing meanwhile", "op", "credentials", "err", err)
 		if !drivers.Sleep(ctx, bo.Wait(0)) {
 			return
 		}
+		p = svc.buildCredentials(ctx)
+	}
+	if err := p.Run(ctx); err != nil && ctx.Err() == nil {
+		svc.log.Error("credentials refresh stopped", "err", err)
+		svc.noteError(err)
 	}
 }
 

@@ -91,9 +91,6 @@ func (s *Stream) Apply(st config.Stream) ([]status.Change, error) {
 	if restartSource {
 		s.poke()
 	}
-	for _, c := range changes {
-		s.log.Info("setting changed", "key", c.Key, "old", c.Old, "new", c.New, "effect", c.Effect)
-	}
 	return changes, nil
 }
 

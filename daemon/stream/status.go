@@ -98,7 +98,9 @@ func (s *Stream) Status() status.Stream {
 		Connections: ss.Connections,
 		BytesSent:   ss.Bytes,
 	}
-	out.Mode = ss.Mode
+	if ss.Mode != "" {
+		out.Mode = ss.Mode
+	}
 	out.FragmentsAcked = ss.Acked
 	out.FragmentsSkipped = ss.Skipped
 	out.NewestAcked = ss.NewestAcked
