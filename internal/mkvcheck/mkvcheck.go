@@ -51,7 +51,14 @@ func Check(tb testing.TB, path string, want Expect) Structure {
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 
 	var stderr bytes.Buffer
-	cmd := exec.Command(Tool(tb, "ffmpeg"), "-nostdin", "-v", "error", "-i", path, "-f", "null", "-")
+	// Passthrough in the file's own millisecond time base keeps its
+	// timestamps as they are: camera video is not constant-rate (a
+	// restarted source starts less than a frame interval after the last
+	// frame), and ffmpeg's default rounding to the frame rate would report
+	// its own collisions as errors, while timestamps that really go
+	// backwards are still reported.
+	cmd := exec.Command(Tool(tb, "ffmpeg"), "-nostdin", "-v", "error", "-i", path,
+		"-fps_mode", "passthrough", "-enc_time_base", "-1", "-f", "null", "-")
 	cmd.Stderr = &stderr
 	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
 		fail("ffmpeg decode: %v: %s", err, clip(stderr.String()))
