@@ -77,7 +77,7 @@ func TestRateLimitSummaryOnDifferentRecord(t *testing.T) {
 func TestRateLimitSweepWritesPendingSummary(t *testing.T) {
 	var buf lockedBuffer
 	clock := newFakeClock()
-	l := newLimited2(&buf, clock)
+	l := newBareLimiter(&buf, clock)
 	log := slog.New(newScope(l))
 	log.Warn("link down")
 	log.Warn("link down")
@@ -94,7 +94,7 @@ func TestRateLimitSweepWritesPendingSummary(t *testing.T) {
 	}
 }
 
-func newLimited2(buf *lockedBuffer, clock *fakeClock) *limiter {
+func newBareLimiter(buf *lockedBuffer, clock *fakeClock) *limiter {
 	return newLimiter(textWithoutTime(buf), options{window: time.Minute, now: clock.now})
 }
 
@@ -203,7 +203,7 @@ func TestRateLimitConcurrent(t *testing.T) {
 func TestRateLimitBoundedMemory(t *testing.T) {
 	var buf lockedBuffer
 	clock := newFakeClock()
-	l := newLimited2(&buf, clock)
+	l := newBareLimiter(&buf, clock)
 	log := slog.New(newScope(l))
 	for i := 0; i < MaxTracked+10; i++ {
 		log.Warn("fault", "n", i)
