@@ -34,6 +34,7 @@ type limiter struct {
 	mu      sync.Mutex
 	tracked []*repeat // at most MaxTracked, oldest first
 	timer   *time.Timer
+	due     time.Time // by the limiter's clock, when timer fires
 }
 
 // repeat is one record the limiter has let through and is now folding.
@@ -76,7 +77,7 @@ func (l *limiter) Handle(ctx context.Context, r slog.Record) error {
 		for _, t := range l.tracked {
 			if t.key == key {
 				t.suppressed++
-				l.armTimer(t.first.Add(l.window).Sub(now))
+				l.armTimer(now, t.first.Add(l.window))
 				return nil
 			}
 		}
@@ -149,17 +150,18 @@ func (l *limiter) summarize(ctx context.Context, t *repeat, now time.Time) error
 	return nil
 }
 
-// armTimer makes sure a sweep runs after d, so that the summary of a
-// fault that has stopped repeating is written even if nothing else is
-// logged after it. Called with l.mu held.
-func (l *limiter) armTimer(d time.Duration) {
+// armTimer makes sure a sweep runs by due, so that the summary of a fault
+// that has stopped repeating is written even if nothing else is logged
+// after it. Called with l.mu held.
+func (l *limiter) armTimer(now, due time.Time) {
 	if l.timer != nil {
-		return
+		if !due.Before(l.due) {
+			return
+		}
+		l.timer.Stop()
 	}
-	if d < 0 {
-		d = 0
-	}
-	l.timer = time.AfterFunc(d, l.sweep)
+	l.due = due
+	l.timer = time.AfterFunc(max(due.Sub(now), 0), l.sweep)
 }
 
 // sweep writes the summaries whose windows have ended by the limiter's
@@ -172,7 +174,7 @@ func (l *limiter) sweep() {
 	_ = l.expire(context.Background(), now) // nowhere to report a failed log write
 	for _, t := range l.tracked {
 		if t.suppressed > 0 {
-			l.armTimer(t.first.Add(l.window).Sub(now))
+			l.armTimer(now, t.first.Add(l.window))
 			return
 		}
 	}
