@@ -222,3 +222,25 @@ func TestRateLimitBoundedMemory(t *testing.T) {
 	got := buf.lines()[before:]
 	wantLines(t, got, `level=WARN msg=fault n=0`)
 }
+
+func TestRateLimitTimerWritesSummary(t *testing.T) {
+	records := make(chan slog.Record, 10)
+	h := RateLimit(funcHandler(func(r slog.Record) { records <- r }), WithRepeatWindow(20*time.Millisecond))
+	log := slog.New(h)
+	log.Warn("link down")
+	log.Warn("link down")
+	log.Warn("link down")
+	if r := <-records; r.Message != "link down" {
+		t.Fatalf("first record %q", r.Message)
+	}
+	// Nothing else is logged: the summary must come by itself once the
+	// window is over.
+	select {
+	case r := <-records:
+		if r.Message != "link down (repeated 2 times)" {
+			t.Errorf("summary %q", r.Message)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no summary written after the window ended")
+	}
+}
