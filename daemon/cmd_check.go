@@ -58,7 +58,14 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		line(fmt.Sprintf("config: FAIL %s", msg), err)
 		return &exitError{code: exitFailure}
 	}
-	line(fmt.Sprintf("config: ok %s (%d stream%s)", *path, len(cfg.Streams), plural(len(cfg.Streams))), nil)
+	// The same checks run makes before it starts. The file itself is
+	// valid, so the checks below still say something useful.
+	if problems := cfg.CheckHost(); problems != nil {
+		msg := strings.ReplaceAll(problems.Error(), "\n", "\n  ")
+		line(fmt.Sprintf("config: FAIL %s: %s", *path, msg), problems)
+	} else {
+		line(fmt.Sprintf("config: ok %s (%d stream%s)", *path, len(cfg.Streams), plural(len(cfg.Streams))), nil)
+	}
 
 	line(checkClock(cfg))
 
