@@ -215,3 +215,37 @@ func TestCheckStateDir(t *testing.T) {
 		})
 	}
 }
+
+// A secret written as invalid TOML fails check without any of it printed.
+func TestCheckSyntaxErrorHidesSecret(t *testing.T) {
+	const secret = "wJalrXUtnFEMIK7MDENGbPxRfiCYzq9v"
+	for name, line := range map[string]string{
+		"unquoted":                "secret_access_key = " + secret,
+		"unterminated quote":      `secret_access_key = "` + secret,
+		"text after the quotes":   `secret_access_key = "wJalrXUt" nFEMIK7MDENGbPxRfiCYzq9v`,
+		"multi-line unterminated": `secret_access_key = """wJalrXUtnFEM` + "\nIK7MDENGbPxRfiCYzq9v",
+		"token unquoted":          "session_token = " + secret,
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := checkConfig(t, "http://127.0.0.1:1", "AKIAEXAMPLE", "placeholder", "", "")
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := regexp.MustCompile(`(?m)^secret_access_key = .*$`).ReplaceAllLiteralString(string(b), line)
+			if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out, errOut := runCLI(t, "check", "-config", path)
+			if code != exitFailure || !strings.HasPrefix(out, "config: FAIL ") || !strings.Contains(out, "is not shown because it is a secret; quote the value") {
+				t.Errorf("exit %d:\n%s", code, out)
+			}
+			for i := 0; i+3 <= len(secret); i++ {
+				if p := secret[i : i+3]; strings.Contains(out+errOut, p) {
+					t.Errorf("output repeats %q of the secret:\n%s%s", p, out, errOut)
+					break
+				}
+			}
+		})
+	}
+}
