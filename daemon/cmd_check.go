@@ -23,7 +23,8 @@ import (
 )
 
 const checkAbout = `
-Checks the configuration, the files it names, the credentials, the KVS and
+Checks the configuration, the files and directories it names (state_dir
+and the ring directories must be writable), the credentials, the KVS and
 MQTT endpoints, the clock and the capture devices. Prints one line per
 check, "NAME: ok ..." or "NAME: FAIL reason and fix", for the checks config,
 credentials, kvs, mqtt, clock and device (kvs and device once per stream).
