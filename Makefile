@@ -14,7 +14,7 @@ FUZZTIME   ?= 10s
 # (module v0.7.0) needs Go >= 1.25, like this module, and handles Go 1.26.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: all build test test-go test-systemd bench lint fuzz clean
+.PHONY: all build kvslocal demo test test-go test-systemd bench lint fuzz torture cross clean
 
 all: build
 

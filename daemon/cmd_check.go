@@ -24,7 +24,8 @@ import (
 )
 
 const checkAbout = `
-Checks the configuration, the files it names, the credentials, the KVS and
+Checks the configuration, the files and directories it names (state_dir
+and the ring directories must be writable), the credentials, the KVS and
 MQTT endpoints, the clock and the capture devices. Prints one line per
 check, "NAME: ok ..." or "NAME: FAIL reason and fix", for the checks config,
 credentials, kvs, mqtt, clock and device (kvs and device once per stream).
@@ -59,7 +60,14 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		line(fmt.Sprintf("config: FAIL %s", msg), err)
 		return &exitError{code: exitFailure}
 	}
-	line(fmt.Sprintf("config: ok %s (%d stream%s)", *path, len(cfg.Streams), plural(len(cfg.Streams))), nil)
+	// The same checks run makes before it starts. The file itself is
+	// valid, so the checks below still say something useful.
+	if problems := cfg.CheckHost(); problems != nil {
+		msg := strings.ReplaceAll(problems.Error(), "\n", "\n  ")
+		line(fmt.Sprintf("config: FAIL %s: %s", *path, msg), problems)
+	} else {
+		line(fmt.Sprintf("config: ok %s (%d stream%s)", *path, len(cfg.Streams), plural(len(cfg.Streams))), nil)
+	}
 
 	line(checkClock(cfg))
 

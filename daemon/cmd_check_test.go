@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -113,5 +115,137 @@ func TestCheckFailures(t *testing.T) {
 		if code, out, _ := runCLI(t, "check", "-config", path); code != exitFailure || !strings.Contains(out, "device: FAIL stream cam-1") || !strings.Contains(out, want) {
 			t.Errorf("device %s: exit %d\n%s", dev, code, out)
 		}
+	}
+}
+
+// editConfig rewrites the configuration at path, replacing old with new.
+func editConfig(t *testing.T, path, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%q not in %s", old, path)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Stream names run refuses as ring directory names fail check too.
+func TestCheckStreamNameDots(t *testing.T) {
+	for _, name := range []string{".", ".."} {
+		path := checkConfig(t, "http://127.0.0.1:1", "AKIAEXAMPLE", "secret", "", "")
+		editConfig(t, path, "\nname = \"cam-1\"", fmt.Sprintf("\nname = %q", name))
+		code, out, _ := runCLI(t, "check", "-config", path)
+		want := fmt.Sprintf("stream[0].name: stream name %q cannot name the stream's ring directory", name)
+		if code != exitFailure || !strings.HasPrefix(out, "config: FAIL") || !strings.Contains(out, want) {
+			t.Errorf("name %q: exit %d, want %q in:\n%s", name, code, want, out)
+		}
+	}
+}
+
+// readOnlyDir returns a directory that refuses new files to this user,
+// root included: a read-only tmpfs as root, mode 0555 otherwise. The test
+// is skipped where neither refuses a write.
+func readOnlyDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if os.Geteuid() == 0 {
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", dir).CombinedOutput(); err == nil {
+			t.Cleanup(func() {
+				if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+					t.Errorf("umount %s: %v %s", dir, err, out)
+				}
+			})
+		} else {
+			t.Logf("mount tmpfs: %v %s", err, out)
+		}
+	} else if err := os.Chmod(dir, 0o555); err == nil {
+		t.Cleanup(func() { os.Chmod(dir, 0o755) })
+	}
+	probe := filepath.Join(dir, "probe")
+	if err := os.WriteFile(probe, nil, 0o600); err == nil {
+		os.Remove(probe)
+		t.Skip("no way to make a directory read-only for this user here")
+	}
+	return dir
+}
+
+// A state_dir run could not write to fails check, which still runs the
+// checks after the config line.
+func TestCheckStateDir(t *testing.T) {
+	srv := kvslocal.Start(t, kvslocal.Options{})
+	srv.CreateStream("cam-1", 24*time.Hour)
+	c := srv.IssueCredentials(time.Hour)
+	for _, tc := range []struct {
+		name string
+		dir  func(t *testing.T) string
+		want string
+	}{
+		{"file", func(t *testing.T) string {
+			p := filepath.Join(t.TempDir(), "state")
+			if err := os.WriteFile(p, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, " is not a directory"},
+		{"read-only", readOnlyDir, " is not writable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := tc.dir(t)
+			path := checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "")
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := regexp.MustCompile(`(?m)^state_dir = .*$`).ReplaceAllString(string(b), fmt.Sprintf("state_dir = %q", dir))
+			if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out, _ := runCLI(t, "check", "-config", path)
+			want := dir + tc.want
+			if code != exitFailure || !strings.HasPrefix(out, "config: FAIL "+path+": state_dir: ") || !strings.Contains(out, want) {
+				t.Errorf("exit %d, want %q in:\n%s", code, want, out)
+			}
+			if !strings.Contains(out, "\nkvs: ok") {
+				t.Errorf("the other checks did not run:\n%s", out)
+			}
+		})
+	}
+}
+
+// A secret written as invalid TOML fails check without any of it printed.
+func TestCheckSyntaxErrorHidesSecret(t *testing.T) {
+	const secret = "wJalrXUtnFEMIK7MDENGbPxRfiCYzq9v"
+	for name, line := range map[string]string{
+		"unquoted":                "secret_access_key = " + secret,
+		"unterminated quote":      `secret_access_key = "` + secret,
+		"text after the quotes":   `secret_access_key = "wJalrXUt" nFEMIK7MDENGbPxRfiCYzq9v`,
+		"multi-line unterminated": `secret_access_key = """wJalrXUtnFEM` + "\nIK7MDENGbPxRfiCYzq9v",
+		"token unquoted":          "session_token = " + secret,
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := checkConfig(t, "http://127.0.0.1:1", "AKIAEXAMPLE", "placeholder", "", "")
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := regexp.MustCompile(`(?m)^secret_access_key = .*$`).ReplaceAllLiteralString(string(b), line)
+			if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out, errOut := runCLI(t, "check", "-config", path)
+			if code != exitFailure || !strings.HasPrefix(out, "config: FAIL ") || !strings.Contains(out, "is not shown because it is a secret; quote the value") {
+				t.Errorf("exit %d:\n%s", code, out)
+			}
+			for i := 0; i+3 <= len(secret); i++ {
+				if p := secret[i : i+3]; strings.Contains(out+errOut, p) {
+					t.Errorf("output repeats %q of the secret:\n%s%s", p, out, errOut)
+					break
+				}
+			}
+		})
 	}
 }

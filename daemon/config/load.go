@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -46,13 +48,13 @@ func Parse(data []byte) (*Config, error) {
 	doc.Config.Streams = nil
 	md, err := toml.Decode(string(data), &doc)
 	if err != nil {
-		return nil, describeDecodeError(err)
+		return nil, describeDecodeError(err, data)
 	}
 	c := doc.Config
 	for i, p := range doc.Streams {
 		s := DefaultStream()
 		if err := md.PrimitiveDecode(p, &s); err != nil {
-			return nil, fmt.Errorf("stream[%d]: %w", i, describeDecodeError(err))
+			return nil, fmt.Errorf("stream[%d]: %w", i, describeDecodeError(err, data))
 		}
 		c.Streams = append(c.Streams, s)
 	}
@@ -66,19 +68,44 @@ func Parse(data []byte) (*Config, error) {
 	return &c, nil
 }
 
-// describeDecodeError turns the TOML library's errors into one line that
-// starts with the line number, without the library's multi-line excerpt.
-func describeDecodeError(err error) error {
+// describeDecodeError turns the TOML library's errors about data into one
+// line that starts with the line number, without the library's multi-line
+// excerpt. The library quotes the text it could not parse, so errors about
+// a secret's value are replaced by one that names only the key and line.
+func describeDecodeError(err error, data []byte) error {
+	var msg, lastKey string
+	var line int
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		msg := pe.Message
-		if pe.LastKey != "" && !strings.Contains(msg, pe.LastKey) {
-			msg = pe.LastKey + ": " + msg
+		msg, line, lastKey = pe.Message, pe.Position.Line, pe.LastKey
+		if lastKey != "" && !strings.Contains(msg, lastKey) {
+			msg = lastKey + ": " + msg
 		}
-		return fmt.Errorf("line %d: %s", pe.Position.Line, msg)
+		msg = lineMessage(line, msg)
+	} else {
+		// Type mismatches come as plain errors that already name the line.
+		msg = strings.TrimPrefix(err.Error(), "toml: ")
+		if m := plainErrorRE.FindStringSubmatch(msg); m != nil {
+			line, _ = strconv.Atoi(m[1])
+			lastKey = m[2]
+		}
 	}
-	// Type mismatches come as plain errors that already name the line.
-	return errors.New(strings.TrimPrefix(err.Error(), "toml: "))
+	if s, ok := secretError(secretSpans(data), line, lastKey, msg); ok {
+		return errors.New(s)
+	}
+	return errors.New(msg)
+}
+
+// plainErrorRE reads the line and key out of the library's type errors,
+// e.g. `line 9 (last key "credentials.cert"): incompatible types: ...`.
+var plainErrorRE = regexp.MustCompile(`^line (\d+)(?: \(last key "([^"]*)"\))?`)
+
+// lineMessage prefixes msg with its line, when it is known.
+func lineMessage(line int, msg string) string {
+	if line <= 0 {
+		return msg
+	}
+	return fmt.Sprintf("line %d: %s", line, msg)
 }
 
 // UnknownKeyError reports keys in the file that kvscamd does not know.
@@ -127,7 +154,7 @@ func unknownKeys(data []byte, undecoded []toml.Key) error {
 	var top map[string]toml.Primitive
 	md, err := toml.Decode(string(data), &top)
 	if err != nil {
-		return err
+		return describeDecodeError(err, data)
 	}
 	var reported []toml.Key
 	var out []UnknownKey

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/kvscamd/kvscamd/internal/kvs"
 )
 
 // Limits enforced by Validate. Most come from KVS quotas: exceeding them
@@ -24,8 +26,6 @@ const (
 	// MinRingSize keeps room for several fragments at any sane bitrate, so
 	// that the ring can drop the oldest fragment without stalling capture.
 	MinRingSize = 16 * MiB
-	// MaxStreamNameLen is KVS's limit on stream names.
-	MaxStreamNameLen = 256
 	// MaxThingNameLen is AWS IoT's limit on thing names.
 	MaxThingNameLen = 128
 	MinFPS          = 1
@@ -41,9 +41,8 @@ const (
 )
 
 var (
-	streamNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]+$`)
-	thingNameRE  = regexp.MustCompile(`^[a-zA-Z0-9:_-]+$`)
-	regionRE     = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
+	thingNameRE = regexp.MustCompile(`^[a-zA-Z0-9:_-]+$`)
+	regionRE    = regexp.MustCompile(`^[a-z]{2,}(-[a-z0-9]+)*-[0-9]+$`)
 )
 
 // Problem is one thing wrong with a configuration.
@@ -205,8 +204,12 @@ func (s *Stream) validate(v *validator, key string) {
 	switch {
 	case s.Name == "":
 		v.add(key+".name", "required; set name = \"cam-0001\" (it defaults to thing_name)")
-	case len(s.Name) > MaxStreamNameLen || !streamNameRE.MatchString(s.Name):
-		v.add(key+".name", "%q is not a valid KVS stream name; use 1..%d of a-z A-Z 0-9 _ . -", s.Name, MaxStreamNameLen)
+	default:
+		// The same rule run applies before it opens the ring directory
+		// named after the stream, so check cannot pass a name run refuses.
+		if err := kvs.CheckStreamName(s.Name); err != nil {
+			v.add(key+".name", "%v", err)
+		}
 	}
 	oneOf(v, key+".driver", s.Driver, DriverV4L2, DriverFile, DriverExec)
 	switch s.Driver {
