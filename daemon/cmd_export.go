@@ -14,7 +14,6 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/ring"
-	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/fragmenter"
 )
 
@@ -70,7 +69,7 @@ func cmdExport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return usageErrorf("no stream %q in %s; configured streams: %s", *streamName, *cfgPath, strings.Join(names, ", "))
 	}
-	dir := stream.RingDir(cfg, st.Name)
+	dir := cfg.RingDir(st.Name)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("stream %s has no ring buffer yet (%s does not exist); kvscamd run creates it when it captures", st.Name, dir)
 	}

@@ -177,3 +177,16 @@ func unwrapPath(err error) error {
 	}
 	return err
 }
+
+// ValidateForRun is every check `kvscamd run` makes before it starts or
+// applies a configuration: Validate, then CheckHost. `kvscamd check` runs
+// the same two, so a file that check passes is one run accepts.
+func (c *Config) ValidateForRun() error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if ps := c.CheckHost(); len(ps) > 0 {
+		return ps
+	}
+	return nil
+}

@@ -97,7 +97,7 @@ func (svc *Service) ReloadFile() (status.Result, error) {
 // daemon-wide keys that only a restart can change are reported as such
 // and keep their old values. An invalid configuration is refused whole.
 func (svc *Service) Reload(cfg *config.Config) (status.Result, error) {
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ValidateForRun(); err != nil {
 		svc.log.Error("new configuration refused; the old one stays in force", "op", "reload", "err", err)
 		return status.Result{}, status.Errorf(status.CodeInvalidConfig, "reload: %v; the old configuration stays in force", err)
 	}

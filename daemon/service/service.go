@@ -94,7 +94,7 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := cfg.ValidateForRun(); err != nil {
 		return nil, err
 	}
 	svc := &Service{opts: o, log: o.Logger, cfg: cfg, loaded: time.Now(), started: time.Now()}

@@ -99,7 +99,7 @@ func (s *Stream) Apply(st config.Stream) ([]status.Change, error) {
 func validateStream(global *config.Config, st config.Stream) error {
 	c := *global
 	c.Streams = []config.Stream{st}
-	if err := c.Validate(); err != nil {
+	if err := c.ValidateForRun(); err != nil {
 		return status.Errorf(status.CodeInvalidConfig, "stream %s: %v", st.Name, err)
 	}
 	return nil

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,9 +120,6 @@ type fragMsg struct {
 	done   chan struct{}
 }
 
-// RingDir returns the directory of a stream's ring buffer.
-func RingDir(c *config.Config, name string) string { return filepath.Join(c.StateDir, name) }
-
 // New opens the stream's ring and prepares its stages. Nothing runs yet.
 // global is the daemon's configuration (for clock_sync, region and the
 // [kvs] table); st is the stream's own table, already validated.
@@ -138,7 +134,7 @@ func New(global *config.Config, st config.Stream, o Options) (*Stream, error) {
 		o.RestartMax = DefaultRestartMax
 	}
 	log := o.Logger.With("stream", st.Name)
-	r, err := ring.Open(RingDir(global, st.Name), ring.Options{Capacity: int64(st.RingSize), Logger: log})
+	r, err := ring.Open(global.RingDir(st.Name), ring.Options{Capacity: int64(st.RingSize), Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", st.Name, err)
 	}

@@ -50,7 +50,7 @@ func testConfig(t *testing.T, clip testclips.Clip, loop bool) *config.Config {
 // an MKV file; it returns the file and the number of frames in the ring.
 func ringContents(t *testing.T, c *config.Config, name string) (string, int) {
 	t.Helper()
-	r, err := ring.Open(RingDir(c, name), ring.Options{Capacity: int64(c.Streams[0].RingSize), ReadOnly: true, Logger: quiet()})
+	r, err := ring.Open(c.RingDir(name), ring.Options{Capacity: int64(c.Streams[0].RingSize), ReadOnly: true, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
 	}
