@@ -148,9 +148,6 @@ type Stats struct {
 	// cloud, zero when everything is; OldestUnackedAge is its age.
 	OldestUnacked    time.Time
 	OldestUnackedAge time.Duration
-	RateLimit        int64     // TEMP
-	Mode             string    // TEMP
-	NewestAcked      time.Time // TEMP
 }
 
 // Stats returns a snapshot; safe to call at any time.
