@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/kvs"
 )
 
 // Store is what the sender needs from the ring buffer; *ring.Ring
@@ -40,20 +40,6 @@ const (
 	// ModeRecord keeps fragments in the ring and uploads only what
 	// UploadRange asks for.
 	ModeRecord = "record"
-)
-
-// Per-stream service quotas and protocol limits the sender respects.
-const (
-	// MaxFragmentsPerSecond is the PutMedia fragment-rate quota.
-	MaxFragmentsPerSecond = 5
-	// MaxBytesPerSecond is the PutMedia data-rate quota (12.5 MB/s).
-	MaxBytesPerSecond = 12_500_000
-	// MaxConnectsPerSecond is the PutMedia call-rate quota.
-	MaxConnectsPerSecond = 5
-	// MaxConnectionAge is when the service ends a PutMedia connection.
-	MaxConnectionAge = 45 * time.Minute
-	// ServiceIdleTimeout is when the service closes a request without data.
-	ServiceIdleTimeout = 30 * time.Second
 )
 
 // Defaults for the tunables in Config.
@@ -98,12 +84,12 @@ type Config struct {
 	Logger *slog.Logger
 
 	// RotateAfter ends a connection at the next fragment boundary once it
-	// is this old (the service ends it at 45 min).
+	// is this old (the service ends it at kvs.MaxConnectionAge).
 	RotateAfter time.Duration
 	// EndpointTTL is how long a data endpoint is reused.
 	EndpointTTL time.Duration
 	// IdleClose ends the request body when no fragment was ready for this
-	// long (must be below the service's 30 s idle timeout).
+	// long (must be below the service's kvs.IdleTimeout).
 	IdleClose time.Duration
 	// AckTimeout: a fragment must be RECEIVED within this time after the
 	// bytes that follow it (next fragment or end of body) were sent.
@@ -146,12 +132,10 @@ type Config struct {
 	UserAgent string
 }
 
-var streamNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,256}$`)
-
 func (c *Config) setDefaults() error {
 	var errs []error
-	if !streamNameRE.MatchString(c.Stream) {
-		errs = append(errs, fmt.Errorf("stream name %q: use 1-256 characters of a-z A-Z 0-9 _ . -", c.Stream))
+	if err := kvs.CheckStreamName(c.Stream); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Region == "" {
 		errs = append(errs, errors.New("region is empty: set region, e.g. \"eu-west-1\""))
@@ -193,11 +177,11 @@ func (c *Config) setDefaults() error {
 	def(&c.TLSTimeout, DefaultTLSTimeout)
 	def(&c.CredentialMargin, DefaultCredentialMargin)
 	def(&c.ShutdownGrace, DefaultShutdownGrace)
-	if c.RotateAfter >= MaxConnectionAge {
-		errs = append(errs, fmt.Errorf("rotate after %v: must be below the service's %v connection limit", c.RotateAfter, MaxConnectionAge))
+	if c.RotateAfter >= kvs.MaxConnectionAge {
+		errs = append(errs, fmt.Errorf("rotate after %v: must be below the service's %v connection limit", c.RotateAfter, kvs.MaxConnectionAge))
 	}
-	if c.IdleClose >= ServiceIdleTimeout {
-		errs = append(errs, fmt.Errorf("idle close %v: must be below the service's %v idle timeout", c.IdleClose, ServiceIdleTimeout))
+	if c.IdleClose >= kvs.IdleTimeout {
+		errs = append(errs, fmt.Errorf("idle close %v: must be below the service's %v idle timeout", c.IdleClose, kvs.IdleTimeout))
 	}
 	if c.Backoff == nil {
 		c.Backoff = NewExpBackoff(500*time.Millisecond, 30*time.Second)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/kvs"
 )
 
 // Sender uploads one stream. Create it with New and start it with Run.
@@ -85,13 +86,13 @@ func New(cfg Config) (*Sender, error) {
 		state:    "starting",
 	}
 	s.ctrl = newControl(&s.cfg, creds, &http.Client{Transport: newTransport(&cfg), Timeout: controlCallTimeout})
-	s.frags = newBucket(cfg.Clock, MaxFragmentsPerSecond, 1)
-	rate := int64(MaxBytesPerSecond)
+	s.frags = newBucket(cfg.Clock, kvs.MaxFragmentsPerSecond, 1)
+	rate := int64(kvs.MaxBytesPerSecond)
 	if cfg.RateLimit > 0 && cfg.RateLimit < rate {
 		rate = cfg.RateLimit
 	}
 	s.bytes = newBucket(cfg.Clock, float64(rate), float64(max(rate/10, chunkSize)))
-	s.connect = newBucket(cfg.Clock, MaxConnectsPerSecond, 1)
+	s.connect = newBucket(cfg.Clock, kvs.MaxConnectsPerSecond, 1)
 	return s, nil
 }
 
