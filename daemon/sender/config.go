@@ -75,9 +75,11 @@ type Config struct {
 	CreateStream bool
 	Retention    time.Duration
 	// RateLimit caps upload bytes per second (config upload_rate_limit);
-	// 0 means only the service quota applies.
+	// 0 means only the service quota applies. SetRateLimit changes it on
+	// a running Sender.
 	RateLimit int64
-	// Mode is ModeLive (default) or ModeRecord.
+	// Mode is ModeLive (default) or ModeRecord. SetMode changes it on a
+	// running Sender.
 	Mode string
 	// Logger receives the sender's records; it should already carry the
 	// stream's name (the pipeline's loggers do).
@@ -123,13 +125,41 @@ type Config struct {
 	Clock Clock
 	// DialTimeout and TLSTimeout bound connection set-up.
 	DialTimeout, TLSTimeout time.Duration
-	// NoEndOfFragment stops the sender from ending a fragment with the
-	// end-of-fragment tag when nothing follows it yet. The tag lets the
-	// service acknowledge a live fragment at once instead of when the
-	// next one starts.
+	// NoEndOfFragment is a tuning option: it stops the sender from ending
+	// a fragment with the end-of-fragment tag when nothing follows it yet.
+	// The tag lets the service acknowledge a live fragment at once instead
+	// of when the next one starts, so leaving it out adds up to one
+	// fragment duration of acknowledgement latency; it saves 49 bytes per
+	// fragment and suits endpoints or proxies that mishandle the tag.
 	NoEndOfFragment bool
+	// NoQuotaPacing stops the sender from pacing itself to the service's
+	// per-stream quotas (kvs.MaxFragmentsPerSecond, kvs.MaxBytesPerSecond,
+	// kvs.MaxConnectsPerSecond); RateLimit still applies. It is for
+	// endpoints without those quotas, such as a local one with its quotas
+	// lifted, to measure what the sender itself can do. Against the service
+	// it only turns pacing into throttling errors.
+	NoQuotaPacing bool
 	// UserAgent is sent with PutMedia; empty means "kvscamd".
 	UserAgent string
+
+	// OnSend, when set, is called with a fragment's ring id just before its
+	// first byte is written to a connection (again on every resend). It
+	// runs on the upload path and must not block.
+	OnSend func(id ring.ID)
+	// OnReceived, when set, is called when the service reports a fragment
+	// RECEIVED, with the time since the sender took it from the ring (the
+	// upload latency an operator or a benchmark cares about). It runs on
+	// the acknowledgement path and must not block.
+	OnReceived func(id ring.ID, latency time.Duration)
+}
+
+// checkMode returns an error naming the allowed modes when mode is not one.
+func checkMode(mode string) error {
+	switch mode {
+	case ModeLive, ModeRecord:
+		return nil
+	}
+	return fmt.Errorf("mode %q: use %q or %q", mode, ModeLive, ModeRecord)
 }
 
 func (c *Config) setDefaults() error {
@@ -152,12 +182,11 @@ func (c *Config) setDefaults() error {
 	if c.RateLimit < 0 {
 		errs = append(errs, fmt.Errorf("upload_rate_limit %d is negative", c.RateLimit))
 	}
-	switch c.Mode {
-	case "":
+	if c.Mode == "" {
 		c.Mode = ModeLive
-	case ModeLive, ModeRecord:
-	default:
-		errs = append(errs, fmt.Errorf("mode %q: use %q or %q", c.Mode, ModeLive, ModeRecord))
+	}
+	if err := checkMode(c.Mode); err != nil {
+		errs = append(errs, err)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
