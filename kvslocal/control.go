@@ -10,13 +10,15 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/kvscamd/kvscamd/internal/kvs"
 )
 
-// Validation patterns from the API reference.
-var (
-	streamNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,256}$`)
-	streamARNRE  = regexp.MustCompile(`^arn:[a-z\d-]+:kinesisvideo:[a-z0-9-]+:[0-9]+:[a-z]+/[a-zA-Z0-9_.-]+/[0-9]+$`)
-)
+// streamARNRE is the ARN pattern from the API reference. Stream names are
+// checked with kvs.CheckStreamName, kvscamd's own rule, which refuses what
+// the service refuses and also "." and "..": a name the daemon cannot use
+// must not pass here either.
+var streamARNRE = regexp.MustCompile(`^arn:[a-z\d-]+:kinesisvideo:[a-z0-9-]+:[0-9]+:[a-z]+/[a-zA-Z0-9_.-]+/[0-9]+$`)
 
 // APINames GetDataEndpoint accepts.
 var validAPINames = map[string]bool{
@@ -76,8 +78,10 @@ func (s *Server) lookup(ref streamRef, autoCreate bool) (*stream, *apiError) {
 	if (ref.StreamName == "") == (ref.StreamARN == "") {
 		return nil, errInvalidArg("exactly one of StreamName and StreamARN must be given")
 	}
-	if ref.StreamName != "" && !streamNameRE.MatchString(ref.StreamName) {
-		return nil, errInvalidArg("StreamName %q must match [a-zA-Z0-9_.-]{1,256}", ref.StreamName)
+	if ref.StreamName != "" {
+		if err := kvs.CheckStreamName(ref.StreamName); err != nil {
+			return nil, errInvalidArg("StreamName: %v", err)
+		}
 	}
 	if ref.StreamARN != "" && !streamARNRE.MatchString(ref.StreamARN) {
 		return nil, errInvalidArg("StreamARN %q is not a Kinesis Video stream ARN", ref.StreamARN)
@@ -142,8 +146,8 @@ func (s *Server) opCreateStream(body []byte) (any, *apiError) {
 	if e := decodeStrict(body, &req); e != nil {
 		return nil, e
 	}
-	if !streamNameRE.MatchString(req.StreamName) {
-		return nil, errInvalidArg("StreamName %q must match [a-zA-Z0-9_.-]{1,256}", req.StreamName)
+	if err := kvs.CheckStreamName(req.StreamName); err != nil {
+		return nil, errInvalidArg("StreamName: %v", err)
 	}
 	ret := 0
 	if req.DataRetentionInHours != nil {
@@ -312,8 +316,8 @@ func (s *Server) newStreamLocked(name string, retentionHours int, device, media 
 // CreateStream makes an ACTIVE stream with the given retention (0 means
 // no retention: PERSISTED is never sent). It fails if the name is taken.
 func (s *Server) CreateStream(name string, retention time.Duration) (StreamInfo, error) {
-	if !streamNameRE.MatchString(name) {
-		return StreamInfo{}, fmt.Errorf("kvslocal: create stream %q: name must match [a-zA-Z0-9_.-]{1,256}", name)
+	if err := kvs.CheckStreamName(name); err != nil {
+		return StreamInfo{}, fmt.Errorf("kvslocal: create stream: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

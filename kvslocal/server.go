@@ -16,23 +16,30 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kvscamd/kvscamd/internal/kvs"
 )
 
 // Service limits (KVS quotas, see the package documentation). Options
-// override them so tests can reach them quickly.
+// override them so tests can reach them quickly. Those the daemon depends
+// on come from package kvs, so that the sender and this endpoint cannot
+// disagree about them.
 const (
 	DefaultRegion                = "us-west-2"
 	DefaultMaxClockSkew          = 5 * time.Minute
-	DefaultIdleTimeout           = 30 * time.Second
+	DefaultIdleTimeout           = kvs.IdleTimeout
 	DefaultIdleAckInterval       = 3 * time.Second
-	DefaultMaxConnectionDuration = 45 * time.Minute
+	DefaultMaxConnectionDuration = kvs.MaxConnectionAge
+	// DefaultMaxFragmentDuration is stricter than the service's
+	// kvs.MaxFragmentDuration: the fragmenter never makes fragments longer
+	// than 10 s, so a longer one here means a bug on the producer side.
 	DefaultMaxFragmentDuration   = 10 * time.Second
-	DefaultMaxFragmentSize       = 50_000_000
-	DefaultMaxFragmentsPerSecond = 5
-	DefaultMaxBytesPerSecond     = 12_500_000
-	DefaultPutMediaCallsPerSec   = 5
+	DefaultMaxFragmentSize       = kvs.MaxFragmentBytes
+	DefaultMaxFragmentsPerSecond = kvs.MaxFragmentsPerSecond
+	DefaultMaxBytesPerSecond     = kvs.MaxBytesPerSecond
+	DefaultPutMediaCallsPerSec   = kvs.MaxConnectsPerSecond
 	DefaultControlCallsPerSec    = 5
-	DefaultMaxTracks             = 3
+	DefaultMaxTracks             = kvs.MaxTracks
 	DefaultMaxFragmentMetadata   = 10
 	DefaultMaxFutureTimestamp    = 10 * time.Second
 

@@ -33,6 +33,7 @@ type ackLog struct {
 	pos    int64    // next free slot
 	slots  int64
 	alloc  int64
+	size   int64 // smallest file replace writes (Options.AckLogSize)
 }
 
 // alignedBlock returns a blockSize buffer aligned to blockSize, as O_DIRECT
@@ -108,8 +109,9 @@ func (a *ackState) apply(es []entry) {
 }
 
 // openAckLog reads dir's ack log, creating it when create is set and it is
-// missing. readOnly opens without writing anything.
-func openAckLog(dir string, readOnly bool) (*ackLog, ackState, error) {
+// missing. readOnly opens without writing anything. size is the smallest
+// log a checkpoint writes.
+func openAckLog(dir string, size int64, readOnly bool) (*ackLog, ackState, error) {
 	var st ackState
 	path := filepath.Join(dir, ackLogName)
 	flag := os.O_RDWR
@@ -121,7 +123,7 @@ func openAckLog(dir string, readOnly bool) (*ackLog, ackState, error) {
 		if readOnly {
 			return nil, st, nil
 		}
-		l := &ackLog{dir: dir}
+		l := &ackLog{dir: dir, size: size}
 		if err := l.replace(nil); err != nil {
 			return nil, st, err
 		}
@@ -140,7 +142,7 @@ func openAckLog(dir string, readOnly bool) (*ackLog, ackState, error) {
 		f.Close()
 		return nil, st, err
 	}
-	l := &ackLog{dir: dir, slots: int64(len(b)) / ackSlotSize, alloc: allocated(fi)}
+	l := &ackLog{dir: dir, size: size, slots: int64(len(b)) / ackSlotSize, alloc: allocated(fi)}
 	l.setFile(f)
 	for i := int64(0); i < l.slots; i++ {
 		slot := b[i*ackSlotSize : (i+1)*ackSlotSize]
@@ -195,7 +197,7 @@ var errAckLogFull = errors.New("ack log full")
 // to a temporary file, fdatasync'd, renamed over the log, directory synced.
 // A crash at any point leaves either the old or the new log.
 func (l *ackLog) replace(slots []ackSlot) error {
-	size := max(int64(ackLogSize), roundUp(int64(len(slots)+1)*ackSlotSize*2, blockSize))
+	size := max(l.size, roundUp(int64(len(slots)+1)*ackSlotSize*2, blockSize))
 	b := make([]byte, size)
 	for i, s := range slots {
 		s.put(b[int64(i)*ackSlotSize:])

@@ -32,7 +32,7 @@ func (r *Ring) Append(f *fragmenter.Fragment) (ID, error) {
 	}
 	r.wbuf = buf
 	recLen := int64(len(buf))
-	if need := segHeaderSize + recLen + blockSize + 2*ackLogSize; roundUp(need, blockSize)+blockSize > r.opts.Capacity {
+	if need := segHeaderSize + recLen + blockSize + 2*r.ackLogSize; roundUp(need, blockSize)+blockSize > r.opts.Capacity {
 		return 0, fmt.Errorf("%w: %s: a %d-byte fragment needs a ring of at least %d bytes; raise ring_size or shorten keyframe_interval",
 			ErrTooLarge, r.dir, recLen-recHeaderSize, roundUp(need, blockSize)+blockSize)
 	}

@@ -85,7 +85,7 @@ func (r *Ring) recover() error {
 	}
 	all = kept
 
-	acks, ast, err := openAckLog(r.dir, ro)
+	acks, ast, err := openAckLog(r.dir, r.ackLogSize, ro)
 	if err != nil {
 		return fmt.Errorf("ring: open ack log in %s: %w", r.dir, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -41,6 +40,11 @@ type Options struct {
 	ReadOnly bool
 	// Now returns the current time for MaxAge; nil means time.Now.
 	Now func() time.Time
+	// AckLogSize is the preallocated size of acks.log, rounded up to
+	// whole 4 KiB blocks; 0 means DefaultAckLogSize. The same amount is
+	// kept free for the checkpoint that replaces a full log, so a smaller
+	// log leaves more room for video but checkpoints more often.
+	AckLogSize int64
 }
 
 // Limits.
@@ -57,10 +61,9 @@ const (
 	segmentsPerRing = 16
 )
 
-// ackLogSize is the preallocated size of acks.log (2048 slots). The same
-// amount is kept free for the checkpoint that replaces it. A variable only
-// so that tests can reach a checkpoint quickly.
-var ackLogSize int64 = 64 << 10
+// DefaultAckLogSize is the size of acks.log when Options.AckLogSize is 0:
+// 2048 acknowledgements between checkpoints, an hour of 2 s fragments.
+const DefaultAckLogSize = 64 << 10
 
 // Errors.
 var (
@@ -145,12 +148,13 @@ type segment struct {
 // Ring is one stream's ring buffer. See the package documentation.
 type Ring struct {
 	dir     string
-	name    string // stream name (the directory's base name) for logs
 	opts    Options
 	log     *slog.Logger
 	segSize int64
-	now     func() time.Time
-	lockF   *os.File
+	// ackLogSize is Options.AckLogSize with its default, in whole blocks.
+	ackLogSize int64
+	now        func() time.Time
+	lockF      *os.File
 
 	wmu  sync.Mutex // one Append at a time; also held by Close
 	wbuf []byte     // record buffer, reused by Append
@@ -170,6 +174,13 @@ type Ring struct {
 
 	written  atomic.Uint64
 	ackAlloc atomic.Int64 // accounted bytes of acks.log (changed under ackMu)
+}
+
+func (o *Options) ackLogSize() int64 {
+	if o.AckLogSize > 0 {
+		return roundUp(o.AckLogSize, blockSize)
+	}
+	return DefaultAckLogSize
 }
 
 func (o *Options) segmentSize() int64 {
@@ -192,26 +203,35 @@ func Open(dir string, opts Options) (*Ring, error) {
 	if opts.MaxAge < 0 {
 		return nil, fmt.Errorf("ring: open %s: negative max age %v", dir, opts.MaxAge)
 	}
+	if opts.AckLogSize < 0 {
+		return nil, fmt.Errorf("ring: open %s: negative ack log size %d", dir, opts.AckLogSize)
+	}
 	r := &Ring{
-		dir:      dir,
-		name:     filepath.Base(dir),
-		opts:     opts,
-		log:      opts.Logger,
-		segSize:  opts.segmentSize(),
-		now:      opts.Now,
-		nextID:   1,
-		notify:   make(chan struct{}),
-		canPunch: true,
+		dir:        dir,
+		opts:       opts,
+		log:        opts.Logger,
+		segSize:    opts.segmentSize(),
+		ackLogSize: opts.ackLogSize(),
+		now:        opts.Now,
+		nextID:     1,
+		notify:     make(chan struct{}),
+		canPunch:   true,
 	}
 	if r.log == nil {
 		r.log = slog.Default()
 	}
-	r.log = r.log.With("stream", r.name, "ring", dir)
+	// The caller's logger already names the stream. What recovery reports
+	// also names the directory, since that is what an operator inspects
+	// when Open finds damage; later records name the files they concern.
+	log := r.log
+	r.log = log.With("dir", dir)
 	if r.now == nil {
 		r.now = time.Now
 	}
 	r.st.Dir, r.st.Capacity = dir, opts.Capacity
-	if err := r.recover(); err != nil {
+	err := r.recover()
+	r.log = log
+	if err != nil {
 		r.closeFiles()
 		return nil, err
 	}
@@ -520,7 +540,7 @@ func (r *Ring) segEntries(s *segment) (int, int) {
 func (r *Ring) usageLocked() int64 {
 	u := int64(0)
 	if a := r.ackAlloc.Load(); a > 0 {
-		u += a + ackLogSize // room for the checkpoint that replaces it
+		u += a + r.ackLogSize // room for the checkpoint that replaces it
 	}
 	for _, s := range r.segs {
 		u += s.alloc + s.idxAlloc

@@ -114,11 +114,8 @@ func TestRestartPreservesIDsAndAcks(t *testing.T) {
 }
 
 func TestAckLogCheckpoint(t *testing.T) {
-	old := ackLogSize
-	ackLogSize = 4096 // 128 slots
-	defer func() { ackLogSize = old }()
 	dir := t.TempDir()
-	o := Options{Capacity: 8 << 20, SegmentSize: 256 << 10}
+	o := Options{Capacity: 8 << 20, SegmentSize: 256 << 10, AckLogSize: 4096} // 128 slots
 	r := mustOpen(t, dir, o)
 	var ids []ID
 	for i := int64(0); i < 400; i++ {

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+
+	"github.com/kvscamd/kvscamd/internal/kvs"
 )
 
 // Check asks the control plane about cfg's stream once and returns the
@@ -23,8 +25,8 @@ func Check(ctx context.Context, cfg Config) (string, error) {
 		err := fmt.Errorf(format, args...)
 		return fmt.Sprintf("kvs: FAIL stream %s: %v", name, err), err
 	}
-	if !streamNameRE.MatchString(name) {
-		return failf("not a valid stream name; use 1-256 characters of a-z A-Z 0-9 _ . -")
+	if err := kvs.CheckStreamName(name); err != nil {
+		return failf("%v", err)
 	}
 	if cfg.Credentials == nil {
 		return failf("no credentials; fix [credentials] first")

@@ -70,38 +70,3 @@ func (b *ExpBackoff) Delay(n int) time.Duration {
 	defer b.mu.Unlock()
 	return d/2 + time.Duration(b.rnd.Int64N(int64(d/2)+1))
 }
-
-// bucket is a token bucket: rate tokens per second, at most burst saved.
-// It paces the upload to the service quotas and to upload_rate_limit.
-type bucket struct {
-	clock  Clock
-	rate   float64
-	burst  float64
-	mu     sync.Mutex
-	tokens float64
-	last   time.Time
-}
-
-func newBucket(clock Clock, rate, burst float64) *bucket {
-	return &bucket{clock: clock, rate: rate, burst: burst, tokens: burst, last: clock.Now()}
-}
-
-// wait takes n tokens, sleeping until they are available. n larger than
-// the burst is allowed and simply waits longer (the debt is paid off
-// before the next caller proceeds).
-func (b *bucket) wait(ctx context.Context, n float64) error {
-	if b == nil || b.rate <= 0 {
-		return nil
-	}
-	b.mu.Lock()
-	now := b.clock.Now()
-	b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
-	b.last = now
-	b.tokens -= n
-	deficit := -b.tokens
-	b.mu.Unlock()
-	if deficit <= 0 {
-		return nil
-	}
-	return b.clock.Sleep(ctx, time.Duration(deficit/b.rate*float64(time.Second)))
-}

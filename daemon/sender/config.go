@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/kvs"
 )
 
 // Store is what the sender needs from the ring buffer; *ring.Ring
@@ -40,20 +40,6 @@ const (
 	// ModeRecord keeps fragments in the ring and uploads only what
 	// UploadRange asks for.
 	ModeRecord = "record"
-)
-
-// Per-stream service quotas and protocol limits the sender respects.
-const (
-	// MaxFragmentsPerSecond is the PutMedia fragment-rate quota.
-	MaxFragmentsPerSecond = 5
-	// MaxBytesPerSecond is the PutMedia data-rate quota (12.5 MB/s).
-	MaxBytesPerSecond = 12_500_000
-	// MaxConnectsPerSecond is the PutMedia call-rate quota.
-	MaxConnectsPerSecond = 5
-	// MaxConnectionAge is when the service ends a PutMedia connection.
-	MaxConnectionAge = 45 * time.Minute
-	// ServiceIdleTimeout is when the service closes a request without data.
-	ServiceIdleTimeout = 30 * time.Second
 )
 
 // Defaults for the tunables in Config.
@@ -89,21 +75,23 @@ type Config struct {
 	CreateStream bool
 	Retention    time.Duration
 	// RateLimit caps upload bytes per second (config upload_rate_limit);
-	// 0 means only the service quota applies.
+	// 0 means only the service quota applies. SetRateLimit changes it on
+	// a running Sender.
 	RateLimit int64
-	// Mode is ModeLive (default) or ModeRecord.
+	// Mode is ModeLive (default) or ModeRecord. SetMode changes it on a
+	// running Sender.
 	Mode string
 	// Logger receives the sender's records; it should already carry the
 	// stream's name (the pipeline's loggers do).
 	Logger *slog.Logger
 
 	// RotateAfter ends a connection at the next fragment boundary once it
-	// is this old (the service ends it at 45 min).
+	// is this old (the service ends it at kvs.MaxConnectionAge).
 	RotateAfter time.Duration
 	// EndpointTTL is how long a data endpoint is reused.
 	EndpointTTL time.Duration
 	// IdleClose ends the request body when no fragment was ready for this
-	// long (must be below the service's 30 s idle timeout).
+	// long (must be below the service's kvs.IdleTimeout).
 	IdleClose time.Duration
 	// AckTimeout: a fragment must be RECEIVED within this time after the
 	// bytes that follow it (next fragment or end of body) were sent.
@@ -137,21 +125,47 @@ type Config struct {
 	Clock Clock
 	// DialTimeout and TLSTimeout bound connection set-up.
 	DialTimeout, TLSTimeout time.Duration
-	// NoEndOfFragment stops the sender from ending a fragment with the
-	// end-of-fragment tag when nothing follows it yet. The tag lets the
-	// service acknowledge a live fragment at once instead of when the
-	// next one starts.
+	// NoEndOfFragment is a tuning option: it stops the sender from ending
+	// a fragment with the end-of-fragment tag when nothing follows it yet.
+	// The tag lets the service acknowledge a live fragment at once instead
+	// of when the next one starts, so leaving it out adds up to one
+	// fragment duration of acknowledgement latency; it saves 49 bytes per
+	// fragment and suits endpoints or proxies that mishandle the tag.
 	NoEndOfFragment bool
+	// NoQuotaPacing stops the sender from pacing itself to the service's
+	// per-stream quotas (kvs.MaxFragmentsPerSecond, kvs.MaxBytesPerSecond,
+	// kvs.MaxConnectsPerSecond); RateLimit still applies. It is for
+	// endpoints without those quotas, such as a local one with its quotas
+	// lifted, to measure what the sender itself can do. Against the service
+	// it only turns pacing into throttling errors.
+	NoQuotaPacing bool
 	// UserAgent is sent with PutMedia; empty means "kvscamd".
 	UserAgent string
+
+	// OnSend, when set, is called with a fragment's ring id just before its
+	// first byte is written to a connection (again on every resend). It
+	// runs on the upload path and must not block.
+	OnSend func(id ring.ID)
+	// OnReceived, when set, is called when the service reports a fragment
+	// RECEIVED, with the time since the sender took it from the ring (the
+	// upload latency an operator or a benchmark cares about). It runs on
+	// the acknowledgement path and must not block.
+	OnReceived func(id ring.ID, latency time.Duration)
 }
 
-var streamNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,256}$`)
+// checkMode returns an error naming the allowed modes when mode is not one.
+func checkMode(mode string) error {
+	switch mode {
+	case ModeLive, ModeRecord:
+		return nil
+	}
+	return fmt.Errorf("mode %q: use %q or %q", mode, ModeLive, ModeRecord)
+}
 
 func (c *Config) setDefaults() error {
 	var errs []error
-	if !streamNameRE.MatchString(c.Stream) {
-		errs = append(errs, fmt.Errorf("stream name %q: use 1-256 characters of a-z A-Z 0-9 _ . -", c.Stream))
+	if err := kvs.CheckStreamName(c.Stream); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Region == "" {
 		errs = append(errs, errors.New("region is empty: set region, e.g. \"eu-west-1\""))
@@ -168,12 +182,11 @@ func (c *Config) setDefaults() error {
 	if c.RateLimit < 0 {
 		errs = append(errs, fmt.Errorf("upload_rate_limit %d is negative", c.RateLimit))
 	}
-	switch c.Mode {
-	case "":
+	if c.Mode == "" {
 		c.Mode = ModeLive
-	case ModeLive, ModeRecord:
-	default:
-		errs = append(errs, fmt.Errorf("mode %q: use %q or %q", c.Mode, ModeLive, ModeRecord))
+	}
+	if err := checkMode(c.Mode); err != nil {
+		errs = append(errs, err)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -193,11 +206,11 @@ func (c *Config) setDefaults() error {
 	def(&c.TLSTimeout, DefaultTLSTimeout)
 	def(&c.CredentialMargin, DefaultCredentialMargin)
 	def(&c.ShutdownGrace, DefaultShutdownGrace)
-	if c.RotateAfter >= MaxConnectionAge {
-		errs = append(errs, fmt.Errorf("rotate after %v: must be below the service's %v connection limit", c.RotateAfter, MaxConnectionAge))
+	if c.RotateAfter >= kvs.MaxConnectionAge {
+		errs = append(errs, fmt.Errorf("rotate after %v: must be below the service's %v connection limit", c.RotateAfter, kvs.MaxConnectionAge))
 	}
-	if c.IdleClose >= ServiceIdleTimeout {
-		errs = append(errs, fmt.Errorf("idle close %v: must be below the service's %v idle timeout", c.IdleClose, ServiceIdleTimeout))
+	if c.IdleClose >= kvs.IdleTimeout {
+		errs = append(errs, fmt.Errorf("idle close %v: must be below the service's %v idle timeout", c.IdleClose, kvs.IdleTimeout))
 	}
 	if c.Backoff == nil {
 		c.Backoff = NewExpBackoff(500*time.Millisecond, 30*time.Second)

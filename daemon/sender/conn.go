@@ -35,6 +35,7 @@ const maxErrorBody = 8 << 10
 type flight struct {
 	id       ring.ID
 	timecode int64
+	dur      time.Duration
 	ready    time.Time // taken from the ring
 	done     time.Time // last byte written; zero while writing
 	armed    time.Time // bytes after it were sent; RECEIVED is due from here
@@ -54,6 +55,7 @@ type conn struct {
 	credsExp  time.Time // zero when the credentials do not expire
 	stopBy    time.Time // writer only: no new fragments after this once stopping
 	retention int32
+	mode      *modeState // the mode the connection was opened under
 
 	mu        sync.Mutex
 	flights   map[int64]*flight // by fragment timecode
@@ -87,9 +89,9 @@ func (c *conn) reason() error {
 }
 
 // connection opens one PutMedia request starting with first and streams
-// until it ends. It reports whether anything was acknowledged (which
-// resets the back-off) and why it ended.
-func (s *Sender) connection(ctx context.Context, first item, retention int32) (progress bool, err error) {
+// under mode m until it ends. It reports whether anything was
+// acknowledged (which resets the back-off) and why it ended.
+func (s *Sender) connection(ctx context.Context, first item, retention int32, m *modeState) (progress bool, err error) {
 	now := s.cfg.Clock.Now()
 	endpoint, err := s.ctrl.dataEndpoint(ctx, now)
 	if err != nil {
@@ -114,6 +116,7 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32) (p
 		header:    first.f.Header,
 		opened:    time.Now(),
 		retention: retention,
+		mode:      m,
 		flights:   map[int64]*flight{},
 		rtDone:    make(chan struct{}),
 	}
@@ -191,7 +194,7 @@ func (c *conn) write(cur item) {
 			c.finish(c.writeErr(err))
 			return
 		}
-		if !s.cfg.NoEndOfFragment && !s.moreReady(cur.id+1) {
+		if !s.cfg.NoEndOfFragment && !s.moreReady(cur.id+1, c.mode) {
 			// Nothing to follow right now: tell the service the fragment
 			// is complete so it is acknowledged now rather than when the
 			// next one starts (a whole fragment duration later).
@@ -211,6 +214,11 @@ func (c *conn) write(cur item) {
 			return // finish was called by someone else
 		case c.parent.Err() != nil && err != nil:
 			c.closeBody("shutdown")
+			return
+		case errors.Is(err, errModeChanged), errors.Is(err, errWantEarlier):
+			// What is in flight is acknowledged on this connection; the
+			// next one starts where the new mode or the request starts.
+			c.closeBody(err.Error())
 			return
 		case errors.Is(err, context.DeadlineExceeded):
 			c.closeBody("idle")
@@ -242,7 +250,7 @@ func (c *conn) nextFragment(from ring.ID) (item, error) {
 		defer cancel()
 		var shutdown atomic.Bool
 		unhook := context.AfterFunc(c.parent, func() { shutdown.Store(true); cancel() })
-		it, err := s.nextToSend(ctx, from)
+		it, err := s.nextToSend(ctx, from, c.mode)
 		unhook()
 		if err == nil || !shutdown.Load() {
 			return it, err
@@ -253,7 +261,7 @@ func (c *conn) nextFragment(from ring.ID) (item, error) {
 	}
 	ctx, cancel := context.WithDeadline(c.ctx, c.stopBy)
 	defer cancel()
-	return s.nextToSend(ctx, from)
+	return s.nextToSend(ctx, from, c.mode)
 }
 
 // writeErr turns a body write error into the connection's end reason: if
@@ -294,7 +302,7 @@ func (c *conn) sendFragment(it item) error {
 	if err := s.frags.wait(c.ctx, 1); err != nil {
 		return err
 	}
-	fl := &flight{id: it.id, timecode: it.f.Timecode, ready: it.ready}
+	fl := &flight{id: it.id, timecode: it.f.Timecode, dur: it.f.Duration, ready: it.ready}
 	now := time.Now()
 	c.mu.Lock()
 	// Bytes of a new fragment follow the previous one: from now on its
@@ -314,8 +322,8 @@ func (c *conn) sendFragment(it item) error {
 	c.order = append(c.order, fl)
 	c.mu.Unlock()
 
-	if s.testHookSend != nil {
-		s.testHookSend(it.id)
+	if s.cfg.OnSend != nil {
+		s.cfg.OnSend(it.id)
 	}
 	b := it.f.Cluster
 	for len(b) > 0 {
@@ -505,7 +513,9 @@ func (c *conn) handle(ev ack.Event) error {
 		if f.received.IsZero() {
 			f.received = time.Now()
 			s.received.Add(1)
-			s.recordLatency(f.received.Sub(f.ready))
+			if s.cfg.OnReceived != nil {
+				s.cfg.OnReceived(f.id, f.received.Sub(f.ready))
+			}
 		}
 		c.acked = true
 		if c.retention == 0 {
@@ -546,6 +556,7 @@ func (c *conn) store(f *flight, givenUp bool) error {
 		s.skipped.Add(1)
 	} else {
 		s.acks.Add(1)
+		s.noteStored(f)
 	}
 	if err := s.cfg.Ring.Ack(f.id); err != nil {
 		// The ring could not record it durably: after a restart the
@@ -573,18 +584,6 @@ func (c *conn) ackError(ev ack.Event) error {
 		return fail(ClassOperator, "sender %s: %s: %s", s.cfg.Stream, desc, ackErrorHint(ev.ErrorID))
 	}
 	return fail(ClassRetry, "sender %s: %s; sending it again", s.cfg.Stream, desc)
-}
-
-func (s *Sender) recordLatency(d time.Duration) {
-	// s.mu is not held by callers (conn.mu is); latency has its own slot
-	// under s.mu.
-	s.mu.Lock()
-	if len(s.latency) >= latencyKeep {
-		copy(s.latency, s.latency[1:])
-		s.latency = s.latency[:latencyKeep-1]
-	}
-	s.latency = append(s.latency, d)
-	s.mu.Unlock()
 }
 
 // watchdog ends the connection when the service stops answering: no

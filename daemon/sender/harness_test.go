@@ -209,17 +209,18 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 // start creates and runs the sender.
 func (h *harness) start() {
 	h.t.Helper()
-	s, err := New(h.cfg)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	s.testHookSend = func(id ring.ID) {
+	cfg := h.cfg
+	cfg.OnSend = func(id ring.ID) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.sentCount[id]++
 		if h.store.wasAcked(id) {
 			h.resentAck = append(h.resentAck, id)
 		}
+	}
+	s, err := New(cfg)
+	if err != nil {
+		h.t.Fatal(err)
 	}
 	h.s = s
 	ctx, cancel := context.WithCancel(context.Background())

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/kvs"
 )
 
 // Sender uploads one stream. Create it with New and start it with Run.
@@ -46,11 +47,15 @@ type Sender struct {
 	state    string
 	lastErr  string
 	lastErrT time.Time
-	latency  []time.Duration // fragment ready -> RECEIVED, for benchmarks
-
-	// testHookSend, when set, is called before a fragment's first byte
-	// is written.
-	testHookSend func(ring.ID)
+	mode     *modeState
+	// rateLimit is the upload_rate_limit in force (0: quota only).
+	rateLimit int64
+	// lastAck is when a fragment was last acknowledged as stored;
+	// newestAcked and newestAckedDur are the timecode (epoch ms, 0 for
+	// none) and duration of the newest one acknowledged since New.
+	lastAck        time.Time
+	newestAcked    int64
+	newestAckedDur time.Duration
 
 	connections, sent, acks, skipped, received, bytesSent atomic.Uint64
 	running                                               atomic.Bool
@@ -83,16 +88,124 @@ func New(cfg Config) (*Sender, error) {
 		acked:    map[ring.ID]struct{}{},
 		wantWake: make(chan struct{}, 1),
 		state:    "starting",
+		mode:     newModeState(cfg.Mode),
 	}
 	s.ctrl = newControl(&s.cfg, creds, &http.Client{Transport: newTransport(&cfg), Timeout: controlCallTimeout})
-	s.frags = newBucket(cfg.Clock, MaxFragmentsPerSecond, 1)
-	rate := int64(MaxBytesPerSecond)
-	if cfg.RateLimit > 0 && cfg.RateLimit < rate {
-		rate = cfg.RateLimit
+	quota := func(q float64) float64 {
+		if cfg.NoQuotaPacing {
+			return 0 // no pacing
+		}
+		return q
 	}
-	s.bytes = newBucket(cfg.Clock, float64(rate), float64(max(rate/10, chunkSize)))
-	s.connect = newBucket(cfg.Clock, MaxConnectsPerSecond, 1)
+	s.frags = newBucket(cfg.Clock, quota(kvs.MaxFragmentsPerSecond), 1)
+	s.connect = newBucket(cfg.Clock, quota(kvs.MaxConnectsPerSecond), 1)
+	s.rateLimit = cfg.RateLimit
+	rate := s.byteRate(cfg.RateLimit)
+	s.bytes = newBucket(cfg.Clock, float64(rate), byteBurst(rate))
 	return s, nil
+}
+
+// byteRate is the pace of the byte bucket for an upload_rate_limit: the
+// smaller of the limit and the service quota; 0 means unpaced.
+func (s *Sender) byteRate(limit int64) int64 {
+	rate := int64(kvs.MaxBytesPerSecond)
+	if s.cfg.NoQuotaPacing {
+		rate = 0
+	}
+	if limit > 0 && (rate == 0 || limit < rate) {
+		rate = limit
+	}
+	return rate
+}
+
+// byteBurst is what the byte bucket may save up at rate: a tenth of a
+// second's worth, and at least one write chunk so that a chunk never
+// waits for more than the bucket can hold.
+func byteBurst(rate int64) float64 {
+	return float64(max(rate/10, chunkSize))
+}
+
+// SetRateLimit changes the upload rate limit (config upload_rate_limit) in
+// bytes per second; 0 leaves only the service quota. It applies at once,
+// also to the fragment being written: the next chunk is paced at the new
+// rate, and a chunk waiting for the old one waits for the rest at the new
+// one. Safe to call at any time, also before or while Run runs.
+func (s *Sender) SetRateLimit(bytesPerSecond int64) error {
+	if bytesPerSecond < 0 {
+		return fmt.Errorf("sender %s: upload rate limit %d is negative; use 0 for no limit beyond the service quota", s.cfg.Stream, bytesPerSecond)
+	}
+	s.mu.Lock()
+	// Under s.mu so that concurrent calls leave the bucket and Stats
+	// agreeing on the last one.
+	old := s.rateLimit
+	s.rateLimit = bytesPerSecond
+	rate := s.byteRate(bytesPerSecond)
+	s.bytes.setRate(float64(rate), byteBurst(rate))
+	s.mu.Unlock()
+	if old != bytesPerSecond {
+		s.log.Info("upload rate limit changed", "from", old, "to", bytesPerSecond)
+	}
+	return nil
+}
+
+// modeState is one setting of the upload mode. changed ends when the mode
+// is set to something else; waits for the next fragment end with it, so
+// that a connection opened under one mode does not go on under another.
+type modeState struct {
+	name    string
+	changed context.Context
+	cancel  context.CancelFunc
+}
+
+func newModeState(name string) *modeState {
+	m := &modeState{name: name}
+	m.changed, m.cancel = context.WithCancel(context.Background())
+	return m
+}
+
+func (m *modeState) record() bool { return m.name == ModeRecord }
+
+// errModeChanged ends a wait for the next fragment when SetMode changed
+// the mode, and errWantEarlier when, in record mode, only fragments
+// before the connection's position are wanted; the connection then ends
+// gracefully and the next one starts where they are.
+var (
+	errModeChanged = errors.New("upload mode changed")
+	errWantEarlier = errors.New("earlier fragments requested")
+)
+
+func (s *Sender) currentMode() *modeState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mode
+}
+
+// Mode returns the upload mode in force, ModeLive or ModeRecord.
+func (s *Sender) Mode() string { return s.currentMode().name }
+
+// SetMode switches between ModeLive and ModeRecord; safe to call at any
+// time, also before or while Run runs. Fragments being written and those
+// already sent finish and are acknowledged as usual; then the connection
+// ends and the next one starts as the new mode starts. Live to record:
+// nothing more is uploaded except what UploadRange asks for (also what it
+// asked for before the switch, while in record mode). Record to live:
+// everything not acknowledged is uploaded, from the first unacknowledged
+// fragment on.
+func (s *Sender) SetMode(mode string) error {
+	if err := checkMode(mode); err != nil {
+		return fmt.Errorf("sender %s: %w", s.cfg.Stream, err)
+	}
+	s.mu.Lock()
+	old := s.mode
+	if old.name == mode {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mode = newModeState(mode)
+	s.mu.Unlock()
+	old.cancel()
+	s.log.Info("upload mode changed", "from", old.name, "to", mode)
+	return nil
 }
 
 // sendBufferSize is the socket send buffer of PutMedia connections (the
@@ -148,6 +261,23 @@ type Stats struct {
 	// cloud, zero when everything is; OldestUnackedAge is its age.
 	OldestUnacked    time.Time
 	OldestUnackedAge time.Duration
+	// Mode is the upload mode in force (ModeLive or ModeRecord) and
+	// RateLimit the upload rate limit in bytes per second (0: only the
+	// service quota).
+	Mode      string
+	RateLimit int64
+	// LastAck is when a fragment was last acknowledged as stored in the
+	// cloud; zero when none has been since New.
+	LastAck time.Time
+	// NewestAcked is the timecode (start) of the newest fragment
+	// acknowledged since New; zero when none has been.
+	NewestAcked time.Time
+	// LiveLag is how far the cloud is behind the ring: from the later of
+	// the end of the newest acknowledged fragment and the start of the
+	// oldest unacknowledged one, to the end of the newest stored one.
+	// Zero when nothing is unacknowledged. In record mode it grows by
+	// design.
+	LiveLag time.Duration
 }
 
 // Stats returns a snapshot; safe to call at any time.
@@ -158,6 +288,14 @@ func (s *Sender) Stats() Stats {
 		Alert:         s.alert,
 		LastError:     s.lastErr,
 		LastErrorTime: s.lastErrT,
+		Mode:          s.mode.name,
+		RateLimit:     s.rateLimit,
+		LastAck:       s.lastAck,
+	}
+	var ackedEnd time.Time
+	if s.newestAcked != 0 {
+		st.NewestAcked = time.UnixMilli(s.newestAcked)
+		ackedEnd = st.NewestAcked.Add(s.newestAckedDur)
 	}
 	s.mu.Unlock()
 	st.Connections = s.connections.Load()
@@ -166,27 +304,29 @@ func (s *Sender) Stats() Stats {
 	st.Acked = s.acks.Load()
 	st.Skipped = s.skipped.Load()
 	st.Bytes = s.bytesSent.Load()
-	if t, ok := s.oldestUnacked(); ok {
-		st.OldestUnacked = t
-		st.OldestUnackedAge = s.cfg.Clock.Now().Sub(t)
+	if rs := s.cfg.Ring.Stats(); !rs.OldestUnacked.IsZero() {
+		st.OldestUnacked = rs.OldestUnacked
+		st.OldestUnackedAge = s.cfg.Clock.Now().Sub(rs.OldestUnacked)
+		if ackedEnd.IsZero() || ackedEnd.Before(rs.OldestUnacked) {
+			ackedEnd = rs.OldestUnacked
+		}
+		st.LiveLag = max(rs.Newest.Sub(ackedEnd), 0)
 	}
 	return st
 }
 
-func (s *Sender) oldestUnacked() (time.Time, bool) {
-	t := s.cfg.Ring.Stats().OldestUnacked
-	return t, !t.IsZero()
-}
-
-// Latencies returns the fragment-ready to RECEIVED latencies observed so
-// far (at most latencyKeep of the most recent), for benchmarks and status.
-func (s *Sender) Latencies() []time.Duration {
+// noteStored records that f was acknowledged as stored in the cloud.
+func (s *Sender) noteStored(f *flight) {
+	now := s.cfg.Clock.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]time.Duration(nil), s.latency...)
+	s.lastAck = now
+	// Acknowledgements can come out of order; the newest is what counts
+	// for the lag.
+	if f.timecode > s.newestAcked {
+		s.newestAcked, s.newestAckedDur = f.timecode, f.dur
+	}
 }
-
-const latencyKeep = 4096
 
 // alertAfterAttempts consecutive failed connections raise an alert even
 // for failures that are normally retried quietly.
@@ -269,7 +409,7 @@ func (s *Sender) UploadRange(from, to time.Time) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("sender: upload range: %w", err)
 	}
-	if s.cfg.Mode != ModeRecord {
+	if !s.currentMode().record() {
 		return len(ids), nil
 	}
 	s.mu.Lock()
@@ -302,30 +442,52 @@ type item struct {
 }
 
 // nextToSend returns the first fragment at or after from that still has
-// to be sent, blocking until there is one or ctx ends.
-func (s *Sender) nextToSend(ctx context.Context, from ring.ID) (item, error) {
+// to be sent under mode m, blocking until there is one or ctx ends. When
+// the mode changes meanwhile it returns errModeChanged.
+func (s *Sender) nextToSend(ctx context.Context, from ring.ID, m *modeState) (item, error) {
+	outer := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(m.changed, cancel)()
+	waitErr := func(err error) (item, error) {
+		if outer.Err() == nil && m.changed.Err() != nil && errors.Is(err, context.Canceled) {
+			return item{}, errModeChanged
+		}
+		return item{}, err
+	}
 	for {
-		if s.cfg.Mode == ModeRecord {
-			var ok bool
-			from, ok = s.nextWanted(from)
+		if m.changed.Err() != nil {
+			return item{}, errModeChanged
+		}
+		if m.record() {
+			// from only moves forward: a connection must not go back to
+			// a wanted fragment before the last one it sent, as the
+			// service refuses timecodes that go back (4004). Such a
+			// fragment goes out on the next connection, which starts
+			// from the first one wanted.
+			next, ok := s.nextWanted(from)
 			if !ok {
+				if s.wantedBefore(from) {
+					return item{}, errWantEarlier
+				}
 				select {
 				case <-ctx.Done():
-					return item{}, ctx.Err()
+					return waitErr(ctx.Err())
 				case <-s.wantWake:
 					continue
 				}
 			}
+			from = next
 		}
 		id, f, err := s.cfg.Ring.Next(ctx, from)
 		if err != nil {
-			return item{}, err
+			return waitErr(err)
 		}
 		if s.isAcked(id) {
 			from = id + 1
 			continue
 		}
-		if s.cfg.Mode == ModeRecord && id != from {
+		if m.record() && id != from {
 			// The wanted fragment was evicted before it could be sent.
 			s.log.Warn("requested fragment no longer in the ring", "id", from)
 			s.markAcked(from)
@@ -337,12 +499,19 @@ func (s *Sender) nextToSend(ctx context.Context, from ring.ID) (item, error) {
 
 // moreReady reports whether a fragment at or after from is already in the
 // ring (or, in record mode, requested), so the writer will not wait.
-func (s *Sender) moreReady(from ring.ID) bool {
-	if s.cfg.Mode == ModeRecord {
+func (s *Sender) moreReady(from ring.ID, m *modeState) bool {
+	if m.record() {
 		_, ok := s.nextWanted(from)
 		return ok
 	}
 	return s.cfg.Ring.NextID() > from
+}
+
+// wantedBefore reports whether a fragment before from is wanted.
+func (s *Sender) wantedBefore(from ring.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.want) > 0 && s.want[0] < from
 }
 
 func (s *Sender) nextWanted(from ring.ID) (ring.ID, bool) {
@@ -371,15 +540,16 @@ func (s *Sender) Run(ctx context.Context) error {
 		var delay time.Duration
 		retention, err := s.ctrl.ensure(ctx)
 		if err == nil {
+			m := s.currentMode()
 			from := s.resumePoint()
-			if s.cfg.Mode == ModeRecord {
+			if m.record() {
 				from = 0
 			}
 			s.setState("waiting for data")
 			var it item
-			it, err = s.nextToSend(ctx, from)
+			it, err = s.nextToSend(ctx, from, m)
 			switch {
-			case ctx.Err() != nil:
+			case ctx.Err() != nil, errors.Is(err, errModeChanged), errors.Is(err, errWantEarlier):
 				continue
 			case errors.Is(err, ring.ErrClosed):
 				return fmt.Errorf("sender %s: ring closed while uploading", s.cfg.Stream)
@@ -390,7 +560,7 @@ func (s *Sender) Run(ctx context.Context) error {
 					continue
 				}
 				var progress bool
-				progress, err = s.connection(ctx, it, retention)
+				progress, err = s.connection(ctx, it, retention, m)
 				if progress {
 					attempt = 0
 					authRetried = false
