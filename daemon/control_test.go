@@ -64,7 +64,7 @@ endpoint = %q
 }
 
 // fileStream is a [[stream]] table replaying clip in real time, for ever.
-func fileStream(name string, clip testclips.Clip, extra string) string {
+func fileStream(name string, clip testclips.Clip, ringSize, extra string) string {
 	return fmt.Sprintf(`
 [[stream]]
 name = %q
@@ -74,8 +74,8 @@ loop = true
 realtime = true
 fps = %d
 keyframe_interval = "1s"
-ring_size = "64MiB"
-%s`, name, clip.Path(), clip.FPS, extra)
+ring_size = %q
+%s`, name, clip.Path(), clip.FPS, ringSize, extra)
 }
 
 // pollStatus asks the daemon's socket until cond holds for its status.
@@ -152,7 +152,7 @@ func TestDaemonControl(t *testing.T) {
 	clip := testclips.Get("high-aud.h264")
 	encoder := fmt.Sprintf(`command = [%q, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
   "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-g", "25", "-x264-params", "aud=1", "-f", "h264", "-"]`, ffmpeg)
-	cfg, state := controlConfig(t, kvs, fileStream("cam-a", clip, "")+`
+	cfg, state := controlConfig(t, kvs, fileStream("cam-a", clip, "64MiB", "")+`
 [[stream]]
 name = "cam-b"
 driver = "exec"
@@ -314,10 +314,10 @@ func TestSIGHUPReload(t *testing.T) {
 	clip := testclips.Get("high-aud.h264")
 	creds := kvs.IssueCredentials(time.Hour)
 	cfg, state := controlConfig(t, kvs, "")
-	rewrite := func(streamExtra, top string) {
-		writeControlConfig(t, cfg, state, creds, kvs.URL, top, fileStream("cam-1", clip, streamExtra))
+	rewrite := func(ringSize, streamExtra, top string) {
+		writeControlConfig(t, cfg, state, creds, kvs.URL, top, fileStream("cam-1", clip, ringSize, streamExtra))
 	}
-	rewrite("", "")
+	rewrite("64MiB", "", "")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -368,7 +368,7 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 
 	// A live change.
-	rewrite(`upload_rate_limit = "300KB/s"`, "")
+	rewrite("64MiB", `upload_rate_limit = "300KB/s"`, "")
 	hup()
 	waitLog("the live rate change", `msg="setting changed"`, "key=upload_rate_limit", "effect=live")
 	st = pollStatus(t, cl, 20*time.Second, "the new rate limit in status", func(st status.Status) bool {
@@ -379,16 +379,15 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 
 	// An invalid file: refused with its problems, the old one runs on.
-	rewrite(`fps = -3`, "")
+	rewrite("64MiB", `width = -3`, "")
 	hup()
-	waitLog("the refusal", "new configuration refused", "fps")
+	waitLog("the refusal", "new configuration refused", "width")
 	before := acked(st)
 	pollStatus(t, cl, 30*time.Second, "uploads after the refusal", func(st status.Status) bool { return acked(st) >= before+2 })
 
 	// ring_size restarts the stream; region needs a daemon restart and
 	// keeps its old value (uploads still signed for the old region).
-	rewrite(`upload_rate_limit = "300KB/s"
-ring_size = "32MiB"`, `region = "eu-west-1"`)
+	rewrite("32MiB", `upload_rate_limit = "300KB/s"`, `region = "eu-west-1"`)
 	hup()
 	waitLog("the stream restart", `msg="setting changed"`, "key=ring_size", `effect="stream restarted"`)
 	waitLog("the region", `msg="setting changed"`, "key=region", `effect="needs a daemon restart"`)
