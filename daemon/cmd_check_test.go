@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/kvscamd/kvscamd/internal/testclips"
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
@@ -19,30 +21,14 @@ import (
 func checkConfig(t *testing.T, endpoint, key, secret, token, extra string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "kvscamd.toml")
-	body := fmt.Sprintf(`
-thing_name = "cam-1"
-region = "us-west-2"
-state_dir = %q
-clock_sync = "trust"
-
-[credentials]
-source = "static"
-access_key_id = %q
-secret_access_key = %q
-session_token = %q
-
-[kvs]
-endpoint = %q
-
+	creds := aws.Credentials{AccessKeyID: key, SecretAccessKey: secret, SessionToken: token}
+	writeControlConfig(t, path, t.TempDir(), creds, endpoint, "", fmt.Sprintf(`
 [[stream]]
 name = "cam-1"
 driver = "file"
 path = %q
 fps = 30
-%s`, t.TempDir(), key, secret, token, endpoint, testclips.Get("high-aud.h264").Path(), extra)
-	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
+%s`, testclips.Get("high-aud.h264").Path(), extra))
 	return path
 }
 

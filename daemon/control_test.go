@@ -44,7 +44,7 @@ func writeControlConfig(t *testing.T, path, state string, c aws.Credentials, url
 	if !strings.Contains(top, "region") {
 		top += "\nregion = \"us-west-2\""
 	}
-	body := fmt.Sprintf(`thing_name = "cam-ctl"
+	body := fmt.Sprintf(`thing_name = "cam-1"
 state_dir = %q
 clock_sync = "trust"
 %s

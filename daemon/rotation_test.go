@@ -124,18 +124,8 @@ ca = %q
 
 [kvs]
 endpoint = %q
-
-[[stream]]
-name = %q
-driver = "file"
-path = %q
-loop = true
-realtime = true
-fps = %d
-keyframe_interval = "1s"
-ring_size = "64MiB"
-`, rotThing, state, iot.Endpoint(), iotlocal.DefaultRoleAlias, pki.Client.Cert, pki.Client.Key, pki.CAFile,
-		rec.url, rotThing, clip.Path(), clip.FPS)
+%s`, rotThing, state, iot.Endpoint(), iotlocal.DefaultRoleAlias, pki.Client.Cert, pki.Client.Key, pki.CAFile,
+		rec.url, fileStream(rotThing, clip, "64MiB", ""))
 	if err := os.WriteFile(cfgPath, []byte(cfgBody), 0o600); err != nil {
 		t.Fatal(err)
 	}
