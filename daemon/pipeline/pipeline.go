@@ -27,6 +27,7 @@ import (
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/media"
 )
 
@@ -225,7 +226,7 @@ func (s *Stream) restarting(ctx context.Context, what string, fn func(context.Co
 			return nil
 		}
 		s.log.Error("stage failed; restarting", "stage", what, "err", err, "in", delay)
-		if !drivers.Sleep(ctx, delay) {
+		if clock.Sleep(ctx, clock.System{}, delay) != nil {
 			return nil
 		}
 		delay = min(2*delay, maxRestart)
