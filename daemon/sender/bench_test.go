@@ -16,6 +16,7 @@ import (
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/internal/backoff"
 	"github.com/kvscamd/kvscamd/kvslocal"
 	"github.com/kvscamd/kvscamd/media"
 )
@@ -129,7 +130,7 @@ func (rig *benchRig) start(b *testing.B, unpaced bool) {
 		Stream: testStream, Region: "eu-west-1", Ring: rig.ring,
 		Credentials:     credentials.StaticCredentialsProvider{Value: rig.kvs.Credentials()},
 		ControlEndpoint: rig.kvs.URL,
-		Backoff:         NewExpBackoff(10*time.Millisecond, 100*time.Millisecond),
+		Backoff:         backoff.New(10*time.Millisecond, 100*time.Millisecond),
 	})
 	if err != nil {
 		b.Fatal(err)
