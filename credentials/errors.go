@@ -105,7 +105,7 @@ func (p *IoTProvider) transportError(ctx context.Context, err error) *Error {
 		return mk(fmt.Sprintf("the server certificate is for %s, not %s", names, p.host),
 			"set [credentials] endpoint to the address from `aws iot describe-endpoint --endpoint-type iot:CredentialProvider`", false)
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		return mk(fmt.Sprintf("the server certificate of %s is expired or not yet valid by the system clock (%s)", p.host, p.o.now().UTC().Format(time.RFC3339)),
+		return mk(fmt.Sprintf("the server certificate of %s is expired or not yet valid by the system clock (%s)", p.host, p.o.clock.Now().UTC().Format(time.RFC3339)),
 			"check the system clock (NTP); if it is right, the endpoint is misconfigured", false)
 	case errors.As(err, &invalid), errors.As(err, &verifyErr):
 		return mk(fmt.Sprintf("the server certificate of %s failed verification against the CA file %s", p.host, ca),

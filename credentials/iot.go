@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
@@ -18,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/kvscamd/kvscamd/credentials/certs"
+	"github.com/kvscamd/kvscamd/internal/backoff"
+	"github.com/kvscamd/kvscamd/internal/clock"
 )
 
 // IoTSourceName is aws.Credentials.Source for credentials from AWS IoT.
@@ -68,7 +69,7 @@ func NewIoTProvider(cfg Config, opts ...Option) (*IoTProvider, error) {
 
 // Retrieve implements aws.CredentialsProvider.
 func (p *IoTProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
-	tlsCfg, err := certs.ClientTLSConfig(certs.Files{Cert: p.cfg.Cert, Key: p.cfg.Key, CA: p.cfg.CA}, p.host, p.o.now())
+	tlsCfg, err := certs.ClientTLSConfig(certs.Files{Cert: p.cfg.Cert, Key: p.cfg.Key, CA: p.cfg.CA}, p.host, p.o.clock.Now())
 	if err != nil {
 		return aws.Credentials{}, p.newError(0, "", "the device's TLS files are not usable", "", false, err)
 	}
@@ -89,6 +90,7 @@ func (p *IoTProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 			return http.ErrUseLastResponse
 		},
 	}
+	retries := backoff.Backoff{Min: p.cfg.RetryBase, Max: p.cfg.RetryMax}
 	for attempt := 1; ; attempt++ {
 		creds, retryAfter, err := p.fetch(ctx, client)
 		if err == nil {
@@ -106,18 +108,14 @@ func (p *IoTProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 		if !e.Retryable || attempt >= p.cfg.MaxAttempts {
 			return aws.Credentials{}, e
 		}
-		wait := backoff(p.cfg.RetryBase, p.cfg.RetryMax, attempt)
+		wait := retries.Next()
 		if retryAfter > wait {
 			wait = min(retryAfter, p.cfg.RetryMax)
 		}
 		p.o.log.Debug("credentials: retrying IoT credentials request", "endpoint", p.cfg.Endpoint,
 			"attempt", attempt, "wait", wait, "err", e.Error())
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if clock.Sleep(ctx, p.o.clock, wait) != nil {
 			return aws.Credentials{}, e
-		case <-t.C:
 		}
 	}
 }
@@ -190,7 +188,7 @@ func (p *IoTProvider) parse(contentType string, body []byte) (aws.Credentials, e
 		return aws.Credentials{}, p.newError(http.StatusOK, "",
 			fmt.Sprintf("the expiration %q is not an RFC 3339 time", truncate(c.Expiration, 40)), "", false, nil)
 	}
-	if now := p.o.now(); !exp.After(now) {
+	if now := p.o.clock.Now(); !exp.After(now) {
 		return aws.Credentials{}, p.newError(http.StatusOK, "",
 			fmt.Sprintf("the credentials expire at %s, which is not after the system clock's %s",
 				exp.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)),
@@ -286,19 +284,6 @@ func (p *IoTProvider) newError(status int, msg, problem, fix string, retryable b
 		Retryable: retryable,
 		Err:       cause,
 	}
-}
-
-// backoff returns the wait before retry number attempt (1-based): doubling
-// from base up to max, with the upper half randomised so that devices that
-// failed together do not retry together.
-func backoff(base, max time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 1; i < attempt && d < max; i++ {
-		d *= 2
-	}
-	d = min(d, max)
-	half := d / 2
-	return half + time.Duration(rand.Int64N(int64(half)+1))
 }
 
 func retryAfter(v string) time.Duration {

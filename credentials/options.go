@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/kvscamd/kvscamd/internal/clock"
 )
 
 // DialFunc opens a network connection, like net.Dialer.DialContext.
@@ -15,18 +17,20 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 type Option func(*options)
 
 type options struct {
-	log  *slog.Logger
-	now  func() time.Time
-	dial DialFunc
+	log   *slog.Logger
+	clock clock.Clock
+	dial  DialFunc
 }
 
 // WithLogger sets where refreshes and failures are logged. Log records
 // never contain secrets. Default: slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
-// WithClock replaces time.Now for certificate validity, refresh planning
-// and expiry checks. aws.CredentialsCache keeps its own clock.
-func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+// WithClock replaces the system clock for certificate validity, refresh
+// planning, expiry checks and the waits between retries, so that a test
+// on a clock.Fake moves through hours at once. aws.CredentialsCache keeps
+// its own clock.
+func WithClock(c clock.Clock) Option { return func(o *options) { o.clock = c } }
 
 // WithDialer replaces the TCP dialer of the IoT provider, e.g. to reach a
 // local server under a real endpoint's host name. SNI and certificate
@@ -41,8 +45,8 @@ func buildOptions(cfg Config, opts []Option) options {
 	if o.log == nil {
 		o.log = slog.Default()
 	}
-	if o.now == nil {
-		o.now = time.Now
+	if o.clock == nil {
+		o.clock = clock.System{}
 	}
 	if o.dial == nil {
 		d := &net.Dialer{Timeout: cfg.withDefaults().ConnectTimeout, KeepAlive: 30 * time.Second}

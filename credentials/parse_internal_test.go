@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvscamd/kvscamd/internal/clock"
 )
 
 // parseCases feed the table test and seed the fuzz target.
@@ -26,7 +28,7 @@ var parseCases = []struct {
 
 func testProvider(t testing.TB) *IoTProvider {
 	p, err := NewIoTProvider(Config{Endpoint: "x.example", RoleAlias: "a", ThingName: "t", Cert: "c", Key: "k"},
-		WithClock(func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }))
+		WithClock(clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -177,7 +177,7 @@ func Check(ctx context.Context, cfg Config, opts ...Option) (string, error) {
 		b.WriteString(cfg.Source)
 	}
 	fmt.Fprintf(&b, ", access key %s", RedactAccessKeyID(creds.AccessKeyID))
-	now := o.now()
+	now := o.clock.Now()
 	if creds.CanExpire {
 		fmt.Fprintf(&b, ", expires %s (in %s)", creds.Expires.UTC().Format(time.RFC3339), humanDuration(creds.Expires.Sub(now)))
 	} else {

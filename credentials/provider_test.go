@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/kvscamd/kvscamd/credentials"
+	"github.com/kvscamd/kvscamd/internal/clock"
 )
 
 // retrieveFast calls Retrieve with a deadline far shorter than any network
@@ -101,8 +102,8 @@ func TestRefreshAheadOfExpiry(t *testing.T) {
 // TestInvalidate: Invalidate forces a new fetch, except right after one.
 func TestInvalidate(t *testing.T) {
 	e := newEnv(t, time.Hour)
-	clk := newFakeClock()
-	p, err := credentials.New(context.Background(), e.cfg, credentials.WithLogger(testLogger(t)), credentials.WithClock(clk.Now))
+	clk := clock.NewFake(time.Now())
+	p, err := credentials.New(context.Background(), e.cfg, credentials.WithLogger(testLogger(t)), credentials.WithClock(clk))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,14 +148,15 @@ func retrieveFastOrNet(t *testing.T, p aws.CredentialsProvider) aws.Credentials 
 // credentials are handed out until shortly before they expire.
 func TestKeepServingWhileEndpointDown(t *testing.T) {
 	e := newEnv(t, time.Hour)
-	clk := newFakeClock()
+	clk := clock.NewFake(time.Now())
+	clk.AutoAdvance() // the provider's retry waits pass at once
 	var dials atomic.Int32
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		dials.Add(1)
 		var d net.Dialer
 		return d.DialContext(ctx, network, addr)
 	}
-	opts := []credentials.Option{credentials.WithLogger(testLogger(t)), credentials.WithClock(clk.Now), credentials.WithDialer(dial)}
+	opts := []credentials.Option{credentials.WithLogger(testLogger(t)), credentials.WithClock(clk), credentials.WithDialer(dial)}
 	base, err := credentials.NewIoTProvider(e.cfg, opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -212,8 +214,8 @@ func TestRunRetriesUntilEndpointUp(t *testing.T) {
 }
 
 func TestAdjustExpiresBy(t *testing.T) {
-	clk := newFakeClock()
-	r := credentials.NewRefresher(aws.AnonymousCredentials{}, "test", 0, credentials.WithClock(clk.Now))
+	clk := clock.NewFake(time.Now())
+	r := credentials.NewRefresher(aws.AnonymousCredentials{}, "test", 0, credentials.WithClock(clk))
 	exp := clk.Now().Add(10 * time.Minute)
 	in := aws.Credentials{AccessKeyID: "A", SecretAccessKey: "S", CanExpire: true, Expires: exp}
 	out, err := r.AdjustExpiresBy(in, -5*time.Minute)

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/kvscamd/kvscamd/internal/backoff"
+	"github.com/kvscamd/kvscamd/internal/clock"
 )
 
 // Refresh planning. Credentials are refreshed when half (plus up to a
@@ -66,10 +69,10 @@ type fetchCall struct {
 // Goroutines: Run's loop, plus one goroutine per network fetch, bounded by
 // the base provider's own timeouts; concurrent callers share that fetch.
 type Refresher struct {
-	base aws.CredentialsProvider
-	name string // the configured source, for logs and status
-	log  *slog.Logger
-	now  func() time.Time
+	base  aws.CredentialsProvider
+	name  string // the configured source, for logs and status
+	log   *slog.Logger
+	clock clock.Clock
 
 	retryBase time.Duration
 
@@ -95,7 +98,7 @@ func NewRefresher(base aws.CredentialsProvider, name string, retryBase time.Dura
 		base:      base,
 		name:      name,
 		log:       o.log,
-		now:       o.now,
+		clock:     o.clock,
 		retryBase: retryBase,
 		kick:      make(chan struct{}, 1),
 	}
@@ -104,7 +107,7 @@ func NewRefresher(base aws.CredentialsProvider, name string, retryBase time.Dura
 // Retrieve implements aws.CredentialsProvider. It only waits for the
 // network when it holds no usable credentials.
 func (r *Refresher) Retrieve(ctx context.Context) (aws.Credentials, error) {
-	now := r.now()
+	now := r.clock.Now()
 	r.mu.Lock()
 	h := r.cur
 	r.mu.Unlock()
@@ -127,13 +130,10 @@ func (r *Refresher) Retrieve(ctx context.Context) (aws.Credentials, error) {
 func (r *Refresher) Run(ctx context.Context) error {
 	r.running.Add(1)
 	defer r.running.Add(-1)
-	failures := 0
+	retries := backoff.Backoff{Min: r.retryBase, Max: backgroundRetryMax}
 	var retryAt time.Time
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
 	for {
-		now := r.now()
+		now := r.clock.Now()
 		r.mu.Lock()
 		h := r.cur
 		r.mu.Unlock()
@@ -149,18 +149,16 @@ func (r *Refresher) Run(ctx context.Context) error {
 			wait = h.refreshAt.Sub(now)
 		}
 		if wait != 0 {
-			// Since Go 1.23 Stop and Reset leave no stale tick in timer.C.
+			var due <-chan time.Time // nil, never ready, when wait < 0
 			if wait > 0 {
-				timer.Reset(wait)
-			} else {
-				timer.Stop()
+				due = r.clock.After(wait)
 			}
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-r.kick:
 				retryAt = time.Time{} // invalidated: fetch now, back-off or not
-			case <-timer.C:
+			case <-due:
 			}
 			continue
 		}
@@ -174,11 +172,11 @@ func (r *Refresher) Run(ctx context.Context) error {
 			err = errNoProgress
 		}
 		if err != nil {
-			failures++
-			retryAt = r.now().Add(backoff(r.retryBase, backgroundRetryMax, failures))
+			retryAt = r.clock.Now().Add(retries.Next())
 			continue
 		}
-		failures, retryAt = 0, time.Time{}
+		retries.Reset()
+		retryAt = time.Time{}
 	}
 }
 
@@ -186,7 +184,7 @@ func (r *Refresher) Run(ctx context.Context) error {
 // invalid) unless they were fetched moments ago, and wakes Run.
 func (r *Refresher) Invalidate() {
 	r.mu.Lock()
-	if h := r.cur; h != nil && r.now().Sub(h.fetched) < minInvalidateAge {
+	if h := r.cur; h != nil && r.clock.Now().Sub(h.fetched) < minInvalidateAge {
 		r.mu.Unlock()
 		r.log.Warn("credentials: invalidation ignored, credentials were fetched moments ago", "source", r.name)
 		return
@@ -221,7 +219,7 @@ func (r *Refresher) refresh(ctx context.Context) (aws.Credentials, error) {
 
 func (r *Refresher) doFetch(ctx context.Context, c *fetchCall) {
 	creds, err := r.base.Retrieve(ctx)
-	now := r.now()
+	now := r.clock.Now()
 	r.mu.Lock()
 	if err == nil {
 		r.cur = plan(creds, now)
@@ -264,7 +262,7 @@ func (r *Refresher) AdjustExpiresBy(c aws.Credentials, d time.Duration) (aws.Cre
 		return c, nil
 	}
 	window := max(-d, 0)
-	window = min(window, c.Expires.Sub(r.now())/10)
+	window = min(window, c.Expires.Sub(r.clock.Now())/10)
 	if window > 0 {
 		c.Expires = c.Expires.Add(-window)
 	}

@@ -8,13 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/atomicfile"
 )
 
 const exportAbout = `
@@ -137,12 +137,11 @@ type exportCounts struct {
 // fragment matched, nothing is written.
 func exportRing(ctx context.Context, r *ring.Ring, from, to time.Time, path string) (exportCounts, error) {
 	var n exportCounts
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".export-*.mkv")
+	tmp, err := atomicfile.Create(path, outputPerm)
 	if err != nil {
 		return n, fmt.Errorf("export: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
+	defer tmp.Abort()
 	bw := bufio.NewWriterSize(tmp, 1<<20)
 	fw := fragmenter.NewFileWriter(bw)
 	err = r.Range(from, to, func(_ ring.ID, f fragmenter.Fragment) error {
@@ -170,13 +169,7 @@ func exportRing(ctx context.Context, r *ring.Ring, from, to time.Time, path stri
 	if err := bw.Flush(); err != nil {
 		return n, fmt.Errorf("export %s: %w", path, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return n, fmt.Errorf("export %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return n, fmt.Errorf("export %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return n, fmt.Errorf("export: %w", err)
 	}
 	return n, nil

@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -14,6 +12,7 @@ import (
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/file"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/atomicfile"
 	"github.com/kvscamd/kvscamd/media"
 )
 
@@ -75,16 +74,19 @@ func cmdMux(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-// muxFile runs src through a fragmenter into the file at path. The file is
-// written next to its final name and renamed when complete, so a failed
-// run never leaves a truncated file behind.
+// outputPerm is the mode of the Matroska files mux and export write: camera
+// video stays private to whoever exported it.
+const outputPerm = 0o600
+
+// muxFile runs src through a fragmenter into the file at path. The file
+// appears only when complete, so a failed run never leaves a truncated
+// file behind.
 func muxFile(ctx context.Context, src drivers.Source, path string, fragment time.Duration) (fragmenter.Stats, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".mux-*.mkv")
+	tmp, err := atomicfile.Create(path, outputPerm)
 	if err != nil {
 		return fragmenter.Stats{}, fmt.Errorf("mux: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
+	defer tmp.Abort()
 	bw := bufio.NewWriterSize(tmp, 1<<20)
 	fw := fragmenter.NewFileWriter(bw)
 	frag := fragmenter.New(fragmenter.Config{FragmentDuration: fragment, KeyFrames: src})
@@ -111,13 +113,7 @@ func muxFile(ctx context.Context, src drivers.Source, path string, fragment time
 	if err := bw.Flush(); err != nil {
 		return frag.Stats(), fmt.Errorf("mux %s: %w", path, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		return frag.Stats(), fmt.Errorf("mux %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return frag.Stats(), fmt.Errorf("mux %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := tmp.Commit(); err != nil {
 		return frag.Stats(), fmt.Errorf("mux: %w", err)
 	}
 	return frag.Stats(), nil

@@ -8,6 +8,7 @@ package drivers
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/kvscamd/kvscamd/media"
 )
@@ -76,3 +77,8 @@ func (c *Counters) Stats() Stats {
 		Errors:  c.errors.Load(),
 	}
 }
+
+// HealthyRun is how long a source must have captured for its next failure
+// to count as a fresh one: its restart back-off starts over from the
+// minimum, so a camera that fails once a day comes back quickly.
+const HealthyRun = time.Minute

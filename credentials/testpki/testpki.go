@@ -22,9 +22,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/kvscamd/kvscamd/internal/atomicfile"
 )
 
 // DefaultLifetime is how long generated certificates are valid from now.
@@ -89,7 +90,7 @@ func (ca *CA) Pool() *x509.CertPool {
 
 // WriteCert writes the CA certificate as PEM to path (mode 0644).
 func (ca *CA) WriteCert(path string) error {
-	if err := os.WriteFile(path, ca.CertPEM(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, ca.CertPEM(), 0o644); err != nil {
 		return fmt.Errorf("testpki: write CA %s: %w", path, err)
 	}
 	return nil
@@ -207,11 +208,14 @@ func (l *Leaf) Write(dir, name string) (Files, error) {
 		Key:  filepath.Join(dir, name+".pem.key"),
 		Leaf: l,
 	}
-	if err := os.WriteFile(f.Cert, l.CertPEM(), 0o644); err != nil {
+	// Atomic, so that a provider reloading the files while a test
+	// rotates them never reads half a certificate; the key's mode is
+	// exact, whatever mode an older file had.
+	if err := atomicfile.WriteFile(f.Cert, l.CertPEM(), 0o644); err != nil {
 		return Files{}, fmt.Errorf("testpki: write %s: %w", f.Cert, err)
 	}
-	if err := writePrivate(f.Key, l.KeyPEM()); err != nil {
-		return Files{}, err
+	if err := atomicfile.WriteFile(f.Key, l.KeyPEM(), 0o600); err != nil {
+		return Files{}, fmt.Errorf("testpki: write %s: %w", f.Key, err)
 	}
 	return f, nil
 }
@@ -287,18 +291,6 @@ func (s *Set) ServerTLS() *tls.Config {
 		ClientCAs:    s.CA.Pool(),
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 	}
-}
-
-func writePrivate(path string, data []byte) error {
-	// Create with 0600 and chmod again: the umask cannot widen it, but an
-	// existing file keeps its old mode through WriteFile.
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		return fmt.Errorf("testpki: write %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		return fmt.Errorf("testpki: chmod %s: %w", path, err)
-	}
-	return nil
 }
 
 func newKey(t KeyType) (crypto.Signer, error) {

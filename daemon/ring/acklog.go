@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"unsafe"
+
+	"github.com/kvscamd/kvscamd/internal/atomicfile"
 )
 
 const (
@@ -193,26 +195,17 @@ func (l *ackLog) append(s ackSlot) (int, error) {
 
 var errAckLogFull = errors.New("ack log full")
 
-// replace atomically swaps the log for a fresh one holding slots: written
-// to a temporary file, fdatasync'd, renamed over the log, directory synced.
-// A crash at any point leaves either the old or the new log.
+// replace atomically swaps the log for a fresh one holding slots. A crash
+// at any point leaves either the old or the new log; the temporary file
+// has a fixed name, which Open removes.
 func (l *ackLog) replace(slots []ackSlot) error {
 	size := max(l.size, roundUp(int64(len(slots)+1)*ackSlotSize*2, blockSize))
 	b := make([]byte, size)
 	for i, s := range slots {
 		s.put(b[int64(i)*ackSlotSize:])
 	}
-	tmp := filepath.Join(l.dir, ackTmpName)
-	if err := writeFileSync(tmp, b); err != nil {
-		os.Remove(tmp)
-		return err
-	}
 	path := filepath.Join(l.dir, ackLogName)
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := syncDir(l.dir); err != nil {
+	if err := atomicfile.WriteFile(path, b, 0o640, atomicfile.Temp(ackTmpName)); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)

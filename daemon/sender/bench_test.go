@@ -17,6 +17,7 @@ import (
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/internal/backoff"
 	"github.com/kvscamd/kvscamd/kvslocal"
 	"github.com/kvscamd/kvscamd/media"
 )
@@ -133,7 +134,7 @@ func (rig *benchRig) start(b *testing.B, unpaced bool) {
 		Stream: testStream, Region: "eu-west-1", Ring: rig.ring,
 		Credentials:     credentials.StaticCredentialsProvider{Value: rig.kvs.Credentials()},
 		ControlEndpoint: rig.kvs.URL,
-		Backoff:         NewExpBackoff(10*time.Millisecond, 100*time.Millisecond),
+		Backoff:         backoff.New(10*time.Millisecond, 100*time.Millisecond),
 		// Lift the sender's own quota pacing as well when the endpoint
 		// has none.
 		NoQuotaPacing: unpaced,

@@ -11,6 +11,8 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/backoff"
+	"github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/internal/kvs"
 )
 
@@ -118,11 +120,12 @@ type Config struct {
 	// the credentials it was signed with expire within this margin.
 	CredentialMargin time.Duration
 	// Backoff decides the wait before reconnecting after failures; nil
-	// means NewExpBackoff(500ms, 30s).
-	Backoff Backoff
+	// means backoff.New(500ms, 30s). Only its Delay is used, so one may
+	// be shared.
+	Backoff *backoff.Backoff
 	// Clock is the time source for rate limiting and back-off; nil means
 	// the system clock.
-	Clock Clock
+	Clock clock.Clock
 	// DialTimeout and TLSTimeout bound connection set-up.
 	DialTimeout, TLSTimeout time.Duration
 	// NoEndOfFragment is a tuning option: it stops the sender from ending
@@ -213,10 +216,10 @@ func (c *Config) setDefaults() error {
 		errs = append(errs, fmt.Errorf("idle close %v: must be below the service's %v idle timeout", c.IdleClose, kvs.IdleTimeout))
 	}
 	if c.Backoff == nil {
-		c.Backoff = NewExpBackoff(500*time.Millisecond, 30*time.Second)
+		c.Backoff = backoff.New(500*time.Millisecond, 30*time.Second)
 	}
 	if c.Clock == nil {
-		c.Clock = systemClock{}
+		c.Clock = clock.System{}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/kvscamd/kvscamd/internal/backoff"
 	"github.com/kvscamd/kvscamd/internal/mkvcheck"
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
@@ -572,7 +573,7 @@ func TestShortLivedCredentials(t *testing.T) {
 // Failures that are retried quietly raise an alert when they go on.
 func TestRepeatedFailuresAlert(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, quickCheck(), withConfig(func(c *Config) { c.Backoff = NewExpBackoff(time.Millisecond, 5*time.Millisecond) }))
+	h := newHarness(t, quickCheck(), withConfig(func(c *Config) { c.Backoff = backoff.New(time.Millisecond, 5*time.Millisecond) }))
 	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
 	h.append(frags...)
 	for range alertAfterAttempts {

@@ -20,6 +20,7 @@ import (
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/internal/backoff"
 	"github.com/kvscamd/kvscamd/internal/mkvcheck"
 	"github.com/kvscamd/kvscamd/kvslocal"
 	"github.com/kvscamd/kvscamd/media"
@@ -177,7 +178,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 		DrainTimeout:    3 * time.Second,
 		IdleClose:       5 * time.Second,
 		OperatorBackoff: 300 * time.Millisecond,
-		Backoff:         NewExpBackoff(20*time.Millisecond, 200*time.Millisecond),
+		Backoff:         backoff.New(20*time.Millisecond, 200*time.Millisecond),
 	}
 	for _, o := range opts {
 		o(h)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/clock"
 )
 
 func clusterBytes(frags []fragmenter.Fragment) int64 {
@@ -55,7 +56,10 @@ func TestLiveSettingsValidation(t *testing.T) {
 // Changing the bucket's rate paces what follows at the new rate, and a
 // debt taken at the old rate is still paid.
 func TestBucketSetRate(t *testing.T) {
-	clk := &fakeClock{now: time.Unix(1e9, 0)}
+	t0 := time.Unix(1e9, 0)
+	clk := clock.NewFake(t0)
+	clk.AutoAdvance() // each sleep moves the clock on by its length
+	slept := func() time.Duration { return clk.Now().Sub(t0) }
 	b := newBucket(clk, 1000, 100)
 	ctx := context.Background()
 	if err := b.wait(ctx, 100); err != nil { // the burst: no wait
@@ -65,13 +69,13 @@ func TestBucketSetRate(t *testing.T) {
 	if err := b.wait(ctx, 100); err != nil {
 		t.Fatal(err)
 	}
-	if clk.slept < 990*time.Millisecond || clk.slept > 1010*time.Millisecond {
-		t.Errorf("slept %v for 100 tokens at 100/s with none saved, want 1 s", clk.slept)
+	if slept() < 990*time.Millisecond || slept() > 1010*time.Millisecond {
+		t.Errorf("slept %v for 100 tokens at 100/s with none saved, want 1 s", slept())
 	}
 	b.setRate(0, 0)
-	before := clk.slept
-	if err := b.wait(ctx, 1e9); err != nil || clk.slept != before {
-		t.Errorf("unlimited bucket slept %v (%v)", clk.slept-before, err)
+	before := slept()
+	if err := b.wait(ctx, 1e9); err != nil || slept() != before {
+		t.Errorf("unlimited bucket slept %v (%v)", slept()-before, err)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/kvscamd/kvscamd/internal/clock"
 )
 
 // bucket is a token bucket: rate tokens per second, at most burst saved.
@@ -12,7 +14,7 @@ import (
 // is in use (SetRateLimit); a caller waiting for tokens then re-computes
 // its wait at the new rate.
 type bucket struct {
-	clock  Clock
+	clock  clock.Clock
 	mu     sync.Mutex
 	rate   float64
 	burst  float64
@@ -24,8 +26,8 @@ type bucket struct {
 	cancel  context.CancelFunc
 }
 
-func newBucket(clock Clock, rate, burst float64) *bucket {
-	b := &bucket{clock: clock, rate: rate, burst: burst, tokens: burst, last: clock.Now()}
+func newBucket(clk clock.Clock, rate, burst float64) *bucket {
+	b := &bucket{clock: clk, rate: rate, burst: burst, tokens: burst, last: clk.Now()}
 	b.changed, b.cancel = context.WithCancel(context.Background())
 	return b
 }
@@ -85,7 +87,7 @@ func (b *bucket) wait(ctx context.Context, n float64) error {
 		}
 		sctx, cancel := context.WithCancel(ctx)
 		stop := context.AfterFunc(changed, cancel)
-		err := b.clock.Sleep(sctx, time.Duration(deficit/rate*float64(time.Second)))
+		err := clock.Sleep(sctx, b.clock, time.Duration(deficit/rate*float64(time.Second)))
 		stop()
 		cancel()
 		switch {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/internal/kvs"
 )
 
@@ -624,6 +625,6 @@ func (s *Sender) Run(ctx context.Context) error {
 		} else {
 			s.setState("operator action needed: %v", err)
 		}
-		_ = s.cfg.Clock.Sleep(ctx, delay)
+		_ = clock.Sleep(ctx, s.cfg.Clock, delay)
 	}
 }

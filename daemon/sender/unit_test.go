@@ -5,11 +5,12 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/kvscamd/kvscamd/internal/clock"
 )
 
 func TestAckErrorClass(t *testing.T) {
@@ -71,37 +72,10 @@ func TestProducerTimestamp(t *testing.T) {
 	}
 }
 
-func TestExpBackoff(t *testing.T) {
-	b := NewExpBackoff(100*time.Millisecond, time.Second)
-	for n := 1; n <= 10; n++ {
-		full := min(100*time.Millisecond<<(n-1), time.Second)
-		for range 50 {
-			d := b.Delay(n)
-			if d < full/2 || d > full {
-				t.Fatalf("Delay(%d) = %v, want in [%v, %v]", n, d, full/2, full)
-			}
-		}
-	}
-}
-
-// fakeClock advances only when slept on.
-type fakeClock struct {
-	mu    sync.Mutex
-	now   time.Time
-	slept time.Duration
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	c.slept += d
-	return ctx.Err()
-}
-
 func TestBucket(t *testing.T) {
-	clk := &fakeClock{now: time.Unix(1e9, 0)}
+	start := time.Unix(1e9, 0)
+	clk := clock.NewFake(start)
+	clk.AutoAdvance()              // the clock moves by exactly what the bucket sleeps
 	b := newBucket(clk, 1000, 100) // 1000 tokens/s, burst 100
 	ctx := context.Background()
 	for range 11 {
@@ -110,8 +84,8 @@ func TestBucket(t *testing.T) {
 		}
 	}
 	// 1100 tokens at 1000/s with 100 in the bucket: 1 s of waiting.
-	if clk.slept < 990*time.Millisecond || clk.slept > 1010*time.Millisecond {
-		t.Errorf("slept %v for 1100 tokens, want 1 s", clk.slept)
+	if slept := clk.Now().Sub(start); slept < 990*time.Millisecond || slept > 1010*time.Millisecond {
+		t.Errorf("slept %v for 1100 tokens, want 1 s", slept)
 	}
 	var nilBucket *bucket
 	if err := nilBucket.wait(ctx, 1e9); err != nil {

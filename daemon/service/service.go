@@ -28,8 +28,9 @@ import (
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/status"
 	"github.com/kvscamd/kvscamd/daemon/stream"
-	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
+	"github.com/kvscamd/kvscamd/internal/backoff"
+	waitclock "github.com/kvscamd/kvscamd/internal/clock"
 )
 
 // Options configure a Service beyond the configuration file.
@@ -242,13 +243,13 @@ func (svc *Service) buildCredentials(ctx context.Context) *credentials.Provider 
 // runCredentials retries building the provider with back-off while it
 // cannot be built, then runs its background refresh until ctx ends.
 func (svc *Service) runCredentials(ctx context.Context, p *credentials.Provider) {
-	bo := drivers.Backoff{Min: time.Second, Max: time.Minute}
+	bo := backoff.New(time.Second, time.Minute)
 	for p == nil {
 		svc.mu.Lock()
 		err := svc.credErr
 		svc.mu.Unlock()
 		svc.log.Error("credentials cannot be set up yet; capturing meanwhile", "op", "credentials", "err", err)
-		if !drivers.Sleep(ctx, bo.Wait(0)) {
+		if waitclock.Sleep(ctx, waitclock.System{}, bo.Next()) != nil {
 			return
 		}
 		p = svc.buildCredentials(ctx)

@@ -35,6 +35,8 @@ import (
 	"github.com/kvscamd/kvscamd/daemon/status"
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/backoff"
+	"github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/media"
 )
 
@@ -281,7 +283,7 @@ func (s *Stream) UploadRange(from, to time.Time) (fragments int, bytes int64, er
 // closes frames when ctx ends.
 func (s *Stream) captureLoop(ctx context.Context, frames chan<- media.Frame) error {
 	defer close(frames)
-	bo := drivers.Backoff{Min: s.opts.RestartMin, Max: s.opts.RestartMax}
+	bo := backoff.New(s.opts.RestartMin, s.opts.RestartMax)
 	for {
 		src, err := s.readySource(ctx)
 		if ctx.Err() != nil {
@@ -289,7 +291,7 @@ func (s *Stream) captureLoop(ctx context.Context, frames chan<- media.Frame) err
 		}
 		if err != nil {
 			s.fail("source", err)
-			s.pause(ctx, bo.Wait(0))
+			s.pause(ctx, bo.Next())
 			continue
 		}
 		sctx, cancel := context.WithCancel(ctx)
@@ -318,9 +320,18 @@ func (s *Stream) captureLoop(ctx context.Context, frames chan<- media.Frame) err
 			s.waitWake(ctx)
 		default:
 			s.fail("source "+src.Describe(), err)
-			s.pause(ctx, bo.Wait(time.Since(started)))
+			s.pause(ctx, nextWait(bo, time.Since(started)))
 		}
 	}
+}
+
+// nextWait is the pause before the next start of a stage that ran for
+// ran: a stage that had been healthy starts again from the shortest wait.
+func nextWait(bo *backoff.Backoff, ran time.Duration) time.Duration {
+	if ran >= drivers.HealthyRun {
+		bo.Reset()
+	}
+	return bo.Next()
 }
 
 // readySource waits until capture is on and returns the source to run,
@@ -483,7 +494,7 @@ func (s *Stream) uploadLoop(ctx context.Context) error {
 		s.mu.Unlock()
 		return nil
 	}
-	bo := drivers.Backoff{Min: s.opts.RestartMin, Max: s.opts.RestartMax}
+	bo := backoff.New(s.opts.RestartMin, s.opts.RestartMax)
 	for {
 		snd, err := s.sender()
 		if err != nil {
@@ -491,7 +502,7 @@ func (s *Stream) uploadLoop(ctx context.Context) error {
 			s.sndWhy = err.Error()
 			s.mu.Unlock()
 			s.fail("uploader", err)
-			if !drivers.Sleep(ctx, bo.Wait(0)) {
+			if clock.Sleep(ctx, clock.System{}, bo.Next()) != nil {
 				return nil
 			}
 			continue
@@ -505,7 +516,7 @@ func (s *Stream) uploadLoop(ctx context.Context) error {
 			err = errors.New("stopped by itself")
 		}
 		s.fail("uploader", err)
-		if !drivers.Sleep(ctx, bo.Wait(time.Since(started))) {
+		if clock.Sleep(ctx, clock.System{}, nextWait(bo, time.Since(started))) != nil {
 			return nil
 		}
 	}

@@ -2,11 +2,10 @@ package clock
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
+	iclock "github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/media"
 )
 
@@ -20,7 +19,7 @@ const (
 
 // rig is a camera on a fake clock whose wall clock starts wrong.
 type rig struct {
-	clk *Fake
+	clk *iclock.Fake
 }
 
 func newRig(synced bool) *rig {
@@ -28,7 +27,11 @@ func newRig(synced bool) *rig {
 	if synced {
 		wall = trueStart
 	}
-	return &rig{clk: NewFake(wall, bootMono, synced)}
+	// Start bootMono earlier, so that the monotonic clock reads bootMono.
+	clk := iclock.NewFake(wall.Add(-bootMono))
+	clk.Advance(bootMono)
+	clk.SetSynced(synced)
+	return &rig{clk: clk}
 }
 
 // truth is the true wall time of a capture at mono.
@@ -54,36 +57,6 @@ func TestParseSyncMode(t *testing.T) {
 		if err == nil && c.in != "" && got.String() != c.in {
 			t.Errorf("String() = %q, want %q", got.String(), c.in)
 		}
-	}
-}
-
-func TestSystemClock(t *testing.T) {
-	s := System{Mode: SyncWait, FlagFile: filepath.Join(t.TempDir(), "synchronized")}
-	m1 := s.Mono()
-	m2 := s.Mono()
-	if m1 <= 0 || m2 < m1 {
-		t.Fatalf("CLOCK_MONOTONIC not increasing: %v then %v", m1, m2)
-	}
-	k, err := KernelSync()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := s.Status()
-	if st.Synced != k.Synced || st.Synced != s.Synced() {
-		t.Fatalf("without flag file Status %+v disagrees with kernel %+v", st, k)
-	}
-	if !st.Synced && st.Detail == "" {
-		t.Fatal("unsynchronised status without an explanation")
-	}
-	// The timesyncd flag alone makes the clock synchronised.
-	if err := os.WriteFile(s.FlagFile, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if st := s.Status(); !st.Synced || (st.Source != "timesyncd" && st.Source != "kernel") {
-		t.Fatalf("with flag file: %+v", st)
-	}
-	if st := (System{Mode: SyncTrust}).Status(); !st.Synced || st.Source != "trust" {
-		t.Fatalf("trust mode: %+v", st)
 	}
 }
 
@@ -321,7 +294,7 @@ func BenchmarkTimelineStampSystem(b *testing.B) {
 	tl := NewTimeline(System{Mode: SyncTrust})
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		tl.Stamp(Monotonic(), i%30 == 0)
+		tl.Stamp(iclock.Monotonic(), i%30 == 0)
 	}
 }
 
@@ -334,7 +307,7 @@ func BenchmarkMapperPushRun(b *testing.B) {
 	nalus := [][]byte{make([]byte, 8000)}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
-		m.Push(media.Frame{NALUs: nalus, Key: i%30 == 0, Seq: uint64(i), Mono: Monotonic()})
+		m.Push(media.Frame{NALUs: nalus, Key: i%30 == 0, Seq: uint64(i), Mono: iclock.Monotonic()})
 		<-out
 	}
 }

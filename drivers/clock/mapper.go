@@ -45,6 +45,7 @@ type MapperConfig struct {
 // what to do with them.
 type Mapper struct {
 	tl       *Timeline // owned by Run's goroutine
+	clk      Clock
 	maxBytes int
 	log      *slog.Logger
 	wake     chan struct{}
@@ -70,6 +71,7 @@ func NewMapper(cfg MapperConfig) *Mapper {
 	}
 	return &Mapper{
 		tl:       NewTimeline(cfg.Clock),
+		clk:      cfg.Clock,
 		maxBytes: cfg.MaxHoldBytes,
 		log:      cfg.Log,
 		wake:     make(chan struct{}, 1),
@@ -188,23 +190,18 @@ func (m *Mapper) Start(ctx context.Context, out chan<- media.Frame) (stop func()
 // Run delivers queued frames to out, stamped with wall time, until ctx is
 // cancelled; it returns nil then. Only one Run may be active.
 func (m *Mapper) Run(ctx context.Context, out chan<- media.Frame) error {
-	var poll *time.Ticker
 	waitingSince := time.Duration(-1)
 	for {
 		if !m.tl.Anchored() {
 			if m.Queued() > 0 && waitingSince < 0 {
-				waitingSince = Monotonic()
+				waitingSince = m.clk.Mono()
 				m.log.Info("holding frames until the wall clock is synchronised")
-			}
-			if poll == nil {
-				poll = time.NewTicker(SyncPoll)
-				defer poll.Stop()
 			}
 			select {
 			case <-ctx.Done():
 				return nil
 			case <-m.wake:
-			case <-poll.C:
+			case <-m.clk.After(SyncPoll):
 			}
 			continue
 		}
@@ -212,11 +209,8 @@ func (m *Mapper) Run(ctx context.Context, out chan<- media.Frame) error {
 			m.anchored.Store(true)
 			if waitingSince >= 0 {
 				m.log.Info("wall clock synchronised: releasing held frames",
-					"held_frames", m.Queued(), "waited", Monotonic()-waitingSince,
+					"held_frames", m.Queued(), "waited", m.clk.Mono()-waitingSince,
 					"wall_at_boot", time.Unix(0, int64(m.tl.Offset())).UTC())
-			}
-			if poll != nil {
-				poll.Stop()
 			}
 		}
 		f, ok := m.pop()

@@ -35,6 +35,8 @@ import (
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/internal/backoff"
+	iclock "github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/media"
 )
 
@@ -132,9 +134,9 @@ func (s *Source) Run(ctx context.Context, out chan<- media.Frame) error {
 	// stalls reading the child's stdout.
 	defer s.mapper.Start(ctx, out)()
 
-	backoff := drivers.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
+	restarts := backoff.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
 	for first := true; ; first = false {
-		started := time.Now()
+		started := s.cfg.Clock.Mono()
 		frames, err := s.runChild(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -143,9 +145,12 @@ func (s *Source) Run(ctx context.Context, out chan<- media.Frame) error {
 			return fmt.Errorf("exec: start %q: %w; install it or fix the command setting", s.cfg.Command[0], err)
 		}
 		s.errs.CountError()
-		wait := backoff.Wait(time.Since(started))
+		if s.cfg.Clock.Mono()-started >= drivers.HealthyRun {
+			restarts.Reset()
+		}
+		wait := restarts.Next()
 		s.log.Warn("encoder exited; restarting", "err", err, "frames", frames, "restart_in", wait)
-		if !drivers.Sleep(ctx, wait) {
+		if iclock.Sleep(ctx, s.cfg.Clock, wait) != nil {
 			return nil
 		}
 	}

@@ -204,16 +204,19 @@ func TestLiveEncoderTimestamps(t *testing.T) {
 }
 
 // unsyncedClock has the real monotonic clock and a wall clock that is
-// wrong (1970) until sync is set.
-type unsyncedClock struct{ synced atomic.Bool }
+// wrong (1970) until sync is set; waits are real ones.
+type unsyncedClock struct {
+	clock.System
+	synced atomic.Bool
+}
 
-func (c *unsyncedClock) Mono() time.Duration { return clock.Monotonic() }
+func (c *unsyncedClock) Mono() time.Duration { return clock.System{}.Mono() }
 func (c *unsyncedClock) Synced() bool        { return c.synced.Load() }
 func (c *unsyncedClock) Now() time.Time {
 	if c.synced.Load() {
 		return time.Now()
 	}
-	return time.Unix(0, int64(clock.Monotonic()))
+	return time.Unix(0, int64(clock.System{}.Mono()))
 }
 
 func TestHoldsFramesUntilClockSynced(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/media"
 )
 
@@ -34,8 +35,9 @@ type Config struct {
 	Loop bool
 	// Start stamps frame 0; zero means the time Run starts.
 	Start time.Time
-	// Now returns the current time; nil means time.Now.
-	Now    func() time.Time
+	// Clock paces a realtime replay and stamps a zero Start; nil means
+	// the system clock.
+	Clock  clock.Clock
 	Logger *slog.Logger
 }
 
@@ -60,8 +62,8 @@ func New(cfg Config) (*Source, error) {
 	if _, err := h264.SplitAnnexB(head[:n], nil); err != nil {
 		return nil, fmt.Errorf("file source %s: not an Annex-B H.264 stream (%w); convert it with: ffmpeg -i IN -c:v copy -bsf:v h264_mp4toannexb -f h264 OUT.h264", cfg.Path, err)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.System{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -80,7 +82,7 @@ func (s *Source) RequestKeyFrame() {}
 func (s *Source) Run(ctx context.Context, out chan<- media.Frame) error {
 	start := s.cfg.Start
 	if start.IsZero() {
-		start = s.cfg.Now()
+		start = s.cfg.Clock.Now()
 	}
 	var k uint64
 	for pass := 0; ; pass++ {
@@ -106,7 +108,6 @@ func (s *Source) replay(ctx context.Context, out chan<- media.Frame, start time.
 	}
 	defer f.Close()
 	rd := h264.NewReader(f)
-	var timer *time.Timer
 	n := 0
 	for {
 		au, err := rd.Next()
@@ -136,18 +137,8 @@ func (s *Source) replay(ctx context.Context, out chan<- media.Frame, start time.
 			}
 			continue
 		}
-		if wait := at.Sub(s.cfg.Now()); wait > 0 {
-			if timer == nil {
-				timer = time.NewTimer(wait)
-				defer timer.Stop()
-			} else {
-				timer.Reset(wait)
-			}
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-				return n, nil
-			}
+		if clock.Sleep(ctx, s.cfg.Clock, at.Sub(s.cfg.Clock.Now())) != nil {
+			return n, nil
 		}
 		s.Offer(out, fr)
 	}

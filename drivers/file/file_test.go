@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/internal/testclips"
 	"github.com/kvscamd/kvscamd/media"
 )
@@ -81,7 +82,7 @@ func TestLoopKeepsCounting(t *testing.T) {
 func TestRealtimeDropsWhenReceiverIsBusy(t *testing.T) {
 	clip := testclips.Get("high-aud.h264")
 	src, err := New(Config{Path: clip.Path(), FPS: 30, Start: start, Realtime: true,
-		Now: func() time.Time { return start.Add(time.Hour) }})
+		Clock: clock.NewFake(start.Add(time.Hour))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/h264"
+	"github.com/kvscamd/kvscamd/internal/backoff"
+	iclock "github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/media"
 )
 
@@ -101,9 +103,9 @@ func (s *Source) Run(ctx context.Context, out chan<- media.Frame) error {
 	// stalls the re-queueing of buffers.
 	defer s.mapper.Start(ctx, out)()
 
-	backoff := drivers.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
+	restarts := backoff.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
 	for {
-		started := time.Now()
+		started := s.cfg.Clock.Mono()
 		err := s.capture(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -113,9 +115,12 @@ func (s *Source) Run(ctx context.Context, out chan<- media.Frame) error {
 			return fatal.err
 		}
 		s.errs.CountError()
-		wait := backoff.Wait(time.Since(started))
+		if s.cfg.Clock.Mono()-started >= drivers.HealthyRun {
+			restarts.Reset()
+		}
+		wait := restarts.Next()
 		s.log.Warn("capture interrupted; reopening the device", "err", err, "retry_in", wait)
-		if !drivers.Sleep(ctx, wait) {
+		if iclock.Sleep(ctx, s.cfg.Clock, wait) != nil {
 			return nil
 		}
 	}

@@ -87,7 +87,7 @@ func pic(seq uint32, key bool) step {
 		n[0] = 0x65
 		data = annexB(sps, pps, n)
 	}
-	return step{buf: buffer{index: seq % 4, data: data, seq: seq, ts: clock.Monotonic(),
+	return step{buf: buffer{index: seq % 4, data: data, seq: seq, ts: clock.System{}.Mono(),
 		flags: bufFlagTimestampMonotonic}}
 }
 
