@@ -29,6 +29,8 @@ func (svc *Service) Do(ctx context.Context, c status.Command) (status.Result, er
 		st := svc.Status()
 		return status.Result{Message: "ok", Status: &st}, nil
 	case status.OpCapture:
+		svc.reloadMu.Lock()
+		defer svc.reloadMu.Unlock()
 		r, err := svc.find(c.Stream)
 		if err != nil {
 			return status.Result{}, err
@@ -39,6 +41,8 @@ func (svc *Service) Do(ctx context.Context, c status.Command) (status.Result, er
 		r.s.SetCapture(*c.On)
 		return status.Result{Message: fmt.Sprintf("stream %s: capture %s", c.Stream, onOff(*c.On))}, nil
 	case status.OpUpload:
+		svc.reloadMu.Lock()
+		defer svc.reloadMu.Unlock()
 		r, err := svc.find(c.Stream)
 		if err != nil {
 			return status.Result{}, err
@@ -53,12 +57,12 @@ func (svc *Service) Do(ctx context.Context, c status.Command) (status.Result, er
 		}
 		return status.Result{Message: fmt.Sprintf("stream %s: %d fragments queued for upload", c.Stream, n), Fragments: n, Bytes: bytes}, nil
 	case status.OpRestart:
+		svc.reloadMu.Lock()
+		defer svc.reloadMu.Unlock()
 		r, err := svc.find(c.Stream)
 		if err != nil {
 			return status.Result{}, err
 		}
-		svc.reloadMu.Lock()
-		defer svc.reloadMu.Unlock()
 		if err := svc.restart(r, r.s.Config()); err != nil {
 			return status.Result{}, err
 		}

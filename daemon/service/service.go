@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -76,8 +75,10 @@ type Service struct {
 	prov    *credentials.Provider
 	credErr error
 	lastErr *status.ErrorAt
-	// reloadMu serialises reloads and restarts, which stop and start
-	// streams, without holding mu while a stream stops.
+	// reloadMu serialises reloads, restarts and the commands that reach
+	// a stream, so that a command always lands on the stream in force
+	// (not one being replaced), without holding mu while a stream stops.
+	// runner.s changes only with both reloadMu and mu held.
 	reloadMu sync.Mutex
 }
 
@@ -270,7 +271,10 @@ func (svc *Service) noteError(err error) {
 func (svc *Service) Status() status.Status {
 	svc.mu.Lock()
 	cfg := svc.cfg
-	runners := slices.Clone(svc.streams)
+	streams := make([]*stream.Stream, len(svc.streams))
+	for i, r := range svc.streams {
+		streams[i] = r.s
+	}
 	prov, credErr := svc.prov, svc.credErr
 	st := status.Status{
 		Version:   svc.opts.Version,
@@ -302,8 +306,8 @@ func (svc *Service) Status() status.Status {
 	if !cfg.MQTT.Enabled {
 		st.MQTT.State = "disabled"
 	}
-	for _, r := range runners {
-		st.Streams = append(st.Streams, r.s.Status())
+	for _, s := range streams {
+		st.Streams = append(st.Streams, s.Status())
 	}
 	return st
 }
