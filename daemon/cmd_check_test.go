@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/kvscamd/kvscamd/internal/testclips"
+	"github.com/kvscamd/kvscamd/internal/testdirs"
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
 
@@ -133,30 +133,10 @@ func TestCheckStreamNameDots(t *testing.T) {
 }
 
 // readOnlyDir returns a directory that refuses new files to this user,
-// root included: a read-only tmpfs as root, mode 0555 otherwise. The test
-// is skipped where neither refuses a write.
+// root included (see testdirs.ReadOnly).
 func readOnlyDir(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	if os.Geteuid() == 0 {
-		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", dir).CombinedOutput(); err == nil {
-			t.Cleanup(func() {
-				if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-					t.Errorf("umount %s: %v %s", dir, err, out)
-				}
-			})
-		} else {
-			t.Logf("mount tmpfs: %v %s", err, out)
-		}
-	} else if err := os.Chmod(dir, 0o555); err == nil {
-		t.Cleanup(func() { os.Chmod(dir, 0o755) })
-	}
-	probe := filepath.Join(dir, "probe")
-	if err := os.WriteFile(probe, nil, 0o600); err == nil {
-		os.Remove(probe)
-		t.Skip("no way to make a directory read-only for this user here")
-	}
-	return dir
+	return testdirs.ReadOnly(t, t.TempDir(), "ro")
 }
 
 // A state_dir run could not write to fails check, which still runs the

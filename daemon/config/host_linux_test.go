@@ -1,10 +1,10 @@
 package config
 
 import (
-	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
+
+	"github.com/kvscamd/kvscamd/internal/testdirs"
 )
 
 // readOnlyDir returns an empty directory that refuses new files, to the
@@ -19,27 +19,7 @@ func readOnlyDir(t *testing.T) string {
 // readOnlyDirIn is readOnlyDir as parent/name, parent staying writable.
 func readOnlyDirIn(t *testing.T, parent, name string) string {
 	t.Helper()
-	dir := filepath.Join(parent, name)
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_RDONLY, "size=64k"); err == nil {
-		t.Cleanup(func() {
-			if err := syscall.Unmount(dir, 0); err != nil {
-				t.Errorf("unmount %s: %v", dir, err)
-			}
-		})
-	} else if err := os.Chmod(dir, 0o555); err == nil {
-		t.Cleanup(func() { os.Chmod(dir, 0o755) })
-	}
-	// Whatever was set up, only a directory that really refuses a new file
-	// tests anything.
-	probe := filepath.Join(dir, "probe")
-	if err := os.WriteFile(probe, nil, 0o600); err == nil {
-		os.Remove(probe)
-		t.Skip("cannot make a directory read-only for this user here (needs a tmpfs mount as root)")
-	}
-	return dir
+	return testdirs.ReadOnly(t, parent, name)
 }
 
 func TestCheckHostReadOnly(t *testing.T) {
