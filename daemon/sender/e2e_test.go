@@ -450,7 +450,7 @@ func TestRecordMode(t *testing.T) {
 	h.append(frags...)
 	h.start()
 	from, to := frags[3].Time(), frags[6].Time()
-	n, err := h.s.UploadRange(from, to)
+	n, _, err := h.s.UploadRange(from, to)
 	if err != nil || n != 3 {
 		t.Fatalf("UploadRange = %d, %v; want 3 fragments", n, err)
 	}
@@ -468,7 +468,7 @@ func TestRecordMode(t *testing.T) {
 	if id, ok := h.ring.FirstUnacked(); !ok || id != h.ids[frags[0].Timecode] {
 		t.Errorf("first unacked = %d, %v: record mode must keep the rest", id, ok)
 	}
-	if _, err := h.s.UploadRange(to, from); err == nil {
+	if _, _, err := h.s.UploadRange(to, from); err == nil {
 		t.Error("UploadRange accepted an end before the start")
 	}
 }

@@ -146,7 +146,7 @@ func TestSetModeRecordToLive(t *testing.T) {
 	h.append(frags...)
 	h.start()
 	// One requested fragment proves the sender runs in record mode.
-	if n, err := h.s.UploadRange(frags[2].Time(), frags[3].Time()); err != nil || n != 1 {
+	if n, _, err := h.s.UploadRange(frags[2].Time(), frags[3].Time()); err != nil || n != 1 {
 		t.Fatalf("UploadRange = %d, %v; want 1", n, err)
 	}
 	h.waitFor("the requested fragment acknowledged", func() bool { return h.store.wasAcked(h.ids[frags[2].Timecode]) })
@@ -188,7 +188,7 @@ func TestSetModeLiveToRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.append(frags[2:6]...)
-	if n, err := h.s.UploadRange(frags[4].Time(), frags[5].Time()); err != nil || n != 1 {
+	if n, _, err := h.s.UploadRange(frags[4].Time(), frags[5].Time()); err != nil || n != 1 {
 		t.Fatalf("UploadRange = %d, %v; want 1", n, err)
 	}
 	wanted := h.ids[frags[4].Timecode]
@@ -226,7 +226,7 @@ func TestRecordModeEarlierRequest(t *testing.T) {
 	h.append(frags...)
 	h.start()
 	for _, i := range []int{6, 2} {
-		if n, err := h.s.UploadRange(frags[i].Time(), frags[i+1].Time()); err != nil || n != 1 {
+		if n, _, err := h.s.UploadRange(frags[i].Time(), frags[i+1].Time()); err != nil || n != 1 {
 			t.Fatalf("UploadRange(fragment %d) = %d, %v; want 1", i, n, err)
 		}
 		id := h.ids[frags[i].Timecode]

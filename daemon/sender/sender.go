@@ -396,22 +396,24 @@ func (s *Sender) resumePoint() ring.ID {
 // uploaded (zero times are unbounded). In record mode this is the only way
 // anything is uploaded; in live mode everything is uploaded anyway and the
 // call only validates. Fragments already acknowledged are not sent again.
-func (s *Sender) UploadRange(from, to time.Time) (int, error) {
+// It returns how many fragments and bytes of the range are still to go.
+func (s *Sender) UploadRange(from, to time.Time) (fragments int, bytes int64, err error) {
 	if !from.IsZero() && !to.IsZero() && !to.After(from) {
-		return 0, fmt.Errorf("sender: upload range %s..%s: the end must be after the start", from.Format(time.RFC3339), to.Format(time.RFC3339))
+		return 0, 0, fmt.Errorf("sender: upload range %s..%s: the end must be after the start", from.Format(time.RFC3339), to.Format(time.RFC3339))
 	}
 	var ids []ring.ID
-	err := s.cfg.Ring.Range(from, to, func(id ring.ID, _ fragmenter.Fragment) error {
+	err = s.cfg.Ring.Range(from, to, func(id ring.ID, f fragmenter.Fragment) error {
 		if !s.isAcked(id) {
 			ids = append(ids, id)
+			bytes += int64(len(f.Cluster))
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("sender: upload range: %w", err)
+		return 0, 0, fmt.Errorf("sender: upload range: %w", err)
 	}
 	if !s.currentMode().record() {
-		return len(ids), nil
+		return len(ids), bytes, nil
 	}
 	s.mu.Lock()
 	set := make(map[ring.ID]struct{}, len(s.want)+len(ids))
@@ -431,8 +433,8 @@ func (s *Sender) UploadRange(from, to time.Time) (int, error) {
 	case s.wantWake <- struct{}{}:
 	default:
 	}
-	s.log.Info("upload requested", "from", from, "to", to, "fragments", len(ids))
-	return len(ids), nil
+	s.log.Info("upload requested", "from", from, "to", to, "fragments", len(ids), "bytes", bytes)
+	return len(ids), bytes, nil
 }
 
 // item is a fragment taken from the ring for sending.

@@ -163,7 +163,6 @@ func (svc *Service) Run(ctx context.Context) error {
 			svc.runCredentials(sideCtx, prov)
 		}()
 	}
-	sockErr := make(chan error, 1)
 	if svc.opts.Socket != "" {
 		srv := &status.Server{Path: svc.opts.Socket, Group: svc.opts.SocketGroup, Handler: svc, Logger: svc.log}
 		side.Add(1)
@@ -174,7 +173,6 @@ func (svc *Service) Run(ctx context.Context) error {
 				// do not stop capture.
 				svc.log.Error("status socket unavailable; kvscamd status and upload will not reach this daemon", "err", err)
 				svc.noteError(err)
-				sockErr <- err
 			}
 		}()
 	}

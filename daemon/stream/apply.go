@@ -35,7 +35,7 @@ func (s *Stream) Apply(st config.Stream) ([]status.Change, error) {
 	}
 	diff := config.DiffStream(old, st)
 	var changes []status.Change
-	var restartSource, restartStream bool
+	var restartSource, restartStream, newTarget bool
 	for _, d := range diff {
 		c := status.Change{Stream: s.name, Key: d.Key, Old: d.Old, New: d.New}
 		switch d.Effect {
@@ -45,6 +45,7 @@ func (s *Stream) Apply(st config.Stream) ([]status.Change, error) {
 			// The fragmenter takes a new target at once; a camera that
 			// encodes itself needs its GOP changed too.
 			c.Effect = EffectLive
+			newTarget = true
 			if st.Driver == config.DriverV4L2 {
 				c.Effect = EffectSource
 				restartSource = true
@@ -64,9 +65,7 @@ func (s *Stream) Apply(st config.Stream) ([]status.Change, error) {
 	if restartStream {
 		// Nothing is applied piecemeal: the stream is rebuilt with st.
 		for i := range changes {
-			if changes[i].Effect != EffectStreamRestart {
-				changes[i].Effect = EffectStreamRestart
-			}
+			changes[i].Effect = EffectStreamRestart
 		}
 		return changes, nil
 	}
@@ -85,7 +84,7 @@ func (s *Stream) Apply(st config.Stream) ([]status.Change, error) {
 			return changes, fmt.Errorf("stream %s: %w", s.name, err)
 		}
 	}
-	if st.KeyframeInterval != old.KeyframeInterval {
+	if newTarget {
 		s.fragCommand(fragMsg{target: st.KeyframeInterval.Std()})
 	}
 	if restartSource {

@@ -98,19 +98,11 @@ func (s *Stream) Status() status.Stream {
 		Connections: ss.Connections,
 		BytesSent:   ss.Bytes,
 	}
-	if ss.Mode != "" {
-		out.Mode = ss.Mode
-	}
+	out.Mode = ss.Mode
 	out.FragmentsAcked = ss.Acked
 	out.FragmentsSkipped = ss.Skipped
 	out.NewestAcked = ss.NewestAcked
-	if !rs.Newest.IsZero() {
-		lag := rs.Newest.Sub(ss.NewestAcked)
-		if ss.NewestAcked.IsZero() {
-			lag = rs.Newest.Sub(rs.Oldest)
-		}
-		out.LiveLag = status.Duration(max(lag, 0))
-	}
+	out.LiveLag = status.Duration(ss.LiveLag)
 	return out
 }
 

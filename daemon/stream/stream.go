@@ -265,17 +265,11 @@ func (s *Stream) UploadRange(from, to time.Time) (fragments int, bytes int64, er
 		}
 		return 0, 0, status.Errorf(status.CodeUnavailable, "stream %s: cannot upload: %s", s.name, why)
 	}
-	n, err := snd.UploadRange(from, to)
+	fragments, bytes, err = snd.UploadRange(from, to)
 	if err != nil {
 		return 0, 0, status.Errorf(status.CodeBadArgument, "stream %s: %v", s.name, err)
 	}
-	_ = s.ring.Range(from, to, func(id ring.ID, f fragmenter.Fragment) error {
-		if !s.ring.Acked(id) {
-			bytes += int64(len(f.Cluster))
-		}
-		return nil
-	})
-	return n, bytes, nil
+	return fragments, bytes, nil
 }
 
 // captureLoop runs the source while capture is on, rebuilding it when its
@@ -428,18 +422,20 @@ func (s *Stream) fragLoop(frames <-chan media.Frame) error {
 			s.frag.Recycle(f.Cluster)
 		}
 	}
+	// flush stores the open fragment after the frames already queued,
+	// without waiting for more.
 	flush := func() {
-		// Frames queued before the request come first.
+	drain:
 		for {
 			select {
 			case fr, ok := <-frames:
-				if ok {
-					push(fr)
-					continue
+				if !ok {
+					break drain
 				}
+				push(fr)
 			default:
+				break drain
 			}
-			break
 		}
 		if f, ok := s.frag.Flush(); ok {
 			s.store(&f)
@@ -450,9 +446,7 @@ func (s *Stream) fragLoop(frames <-chan media.Frame) error {
 		select {
 		case fr, ok := <-frames:
 			if !ok {
-				if f, ok := s.frag.Flush(); ok {
-					s.store(&f)
-				}
+				flush()
 				return nil
 			}
 			push(fr)

@@ -114,18 +114,25 @@ func TestFileToRing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := start(t, s)
 	// A file source that reaches its end stores its last fragment at once.
-	waitFor(t, 30*time.Second, "the source to end", func() bool { return s.Status().State == "source ended" })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	runToEnd(t, s)
 	out, frames := ringContents(t, c, "cam-test")
 	if frames != clip.Decodable {
 		t.Fatalf("%d frames in the ring, want %d", frames, clip.Decodable)
 	}
 	// 2 s fragments (keyframe_interval) of a 5 s clip with an IDR per second.
 	mkvcheck.Check(t, out, mkvcheck.Expect{Frames: clip.Decodable, Clusters: 3, Source: clip.Path()})
+}
+
+// runToEnd runs s until its source (a file without loop) has ended and
+// its last fragment is stored, then stops it.
+func runToEnd(t *testing.T, s *Stream) {
+	t.Helper()
+	stop := start(t, s)
+	waitFor(t, 30*time.Second, "the source to end", func() bool { return s.Status().State == "source ended" })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // failingCreds counts the calls of a CredentialsFunc that fails its first
@@ -203,11 +210,7 @@ func TestSourceRestartsAfterFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := start(t, s)
-	waitFor(t, 30*time.Second, "the source to end", func() bool { return s.Status().State == "source ended" })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	runToEnd(t, s)
 	if runs.Load() != 2 {
 		t.Fatalf("source ran %d times, want a restart after the failure", runs.Load())
 	}
