@@ -9,6 +9,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/sdnotify"
 	"github.com/kvscamd/kvscamd/daemon/service"
+	"github.com/kvscamd/kvscamd/daemon/status"
 )
 
 // serviceNotifier tells the service manager how the daemon is doing:
@@ -24,18 +25,18 @@ type serviceNotifier struct {
 
 // progress sums counters that grow whenever any stage moves: frames
 // captured, fragments stored, fragments acknowledged by the service.
-func (s *serviceNotifier) progress() uint64 {
+func progress(ds status.Status) uint64 {
 	var n uint64
-	for _, st := range s.svc.Status().Streams {
+	for _, st := range ds.Streams {
 		n += st.FramesCaptured + st.FragmentsStored + st.FragmentsAcked
 	}
 	return n
 }
 
 // status is the one-line state systemctl status shows.
-func (s *serviceNotifier) status() string {
+func statusLine(ds status.Status) string {
 	var parts []string
-	for _, st := range s.svc.Status().Streams {
+	for _, st := range ds.Streams {
 		line := fmt.Sprintf("%s: %d frames, ring %d%% (%d fragments not uploaded)", st.Name,
 			st.FramesCaptured, percent(st.RingBytesUsed, st.RingBytesCapacity), st.FragmentsUnacked)
 		switch {
@@ -63,8 +64,9 @@ func (s *serviceNotifier) run(ctx context.Context) {
 	if !s.n.Enabled() {
 		return
 	}
-	s.last = s.progress()
-	s.send(sdnotify.Ready, sdnotify.Status(s.status()))
+	ds := s.svc.Status()
+	s.last = progress(ds)
+	s.send(sdnotify.Ready, sdnotify.Status(statusLine(ds)))
 	every := statusEvery
 	wd, watchdog := sdnotify.WatchdogInterval()
 	if watchdog {
@@ -79,8 +81,9 @@ func (s *serviceNotifier) run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		msgs := []string{sdnotify.Status(s.status())}
-		if p := s.progress(); watchdog && p != s.last {
+		ds := s.svc.Status()
+		msgs := []string{sdnotify.Status(statusLine(ds))}
+		if p := progress(ds); watchdog && p != s.last {
 			s.last = p
 			msgs = append(msgs, sdnotify.Watchdog)
 		} else if watchdog {
