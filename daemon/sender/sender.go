@@ -486,6 +486,11 @@ func (s *Sender) nextToSend(ctx context.Context, from ring.ID, m *modeState) (it
 		if err != nil {
 			return waitErr(err)
 		}
+		if m.changed.Err() != nil {
+			// SetMode returned while Next was reading: what the ring
+			// gave is for the old mode and must not go out under it.
+			return item{}, errModeChanged
+		}
 		if s.isAcked(id) {
 			from = id + 1
 			continue
