@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 )
 
 // Type is the EventType of an acknowledgement.
@@ -107,7 +108,7 @@ type wire struct {
 	EventType        *string         `json:"EventType"`
 	FragmentTimecode *int64          `json:"FragmentTimecode"`
 	FragmentNumber   json.RawMessage `json:"FragmentNumber"`
-	ErrorID          *int            `json:"ErrorId"`
+	ErrorID          json.RawMessage `json:"ErrorId"`
 	ErrorCode        *string         `json:"ErrorCode"`
 	Message          *string         `json:"message"`
 }
@@ -135,9 +136,11 @@ func (e *Event) fromWire(w *wire) error {
 	if w.FragmentTimecode != nil {
 		e.Timecode, e.HasTimecode = *w.FragmentTimecode, true
 	}
-	if w.ErrorID != nil {
-		e.ErrorID = *w.ErrorID
+	id, err := errorID(w.ErrorID)
+	if err != nil {
+		return err
 	}
+	e.ErrorID = id
 	if w.ErrorCode != nil {
 		e.ErrorCode = *w.ErrorCode
 	}
@@ -150,6 +153,27 @@ func (e *Event) fromWire(w *wire) error {
 		return fmt.Errorf("%w: ERROR event without ErrorId", ErrMalformed)
 	}
 	return nil
+}
+
+// errorID accepts the number the service documents and, because some
+// endpoints quote it, a string holding a number.
+func errorID(raw json.RawMessage) (int, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, nil
+	}
+	var n int
+	if err := json.Unmarshal(raw, &n); err == nil {
+		return n, nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return 0, fmt.Errorf("%w: ErrorId %s is neither a number nor a string", ErrMalformed, raw)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("%w: ErrorId %q is not a number", ErrMalformed, s)
+	}
+	return n, nil
 }
 
 // fragmentNumber accepts the string the service sends and, because the

@@ -50,6 +50,11 @@ var streamCases = []streamCase{
 		want: []Event{{Type: Error, Timecode: -1, HasTimecode: true, ErrorCode: "INVALID_MKV_DATA", ErrorID: 4006}},
 	},
 	{
+		name: "error id as a string",
+		in:   `{"EventType":"ERROR","FragmentTimecode":9,"ErrorId":"5001","ErrorCode":"ARCHIVAL_ERROR"}`,
+		want: []Event{{Type: Error, Timecode: 9, HasTimecode: true, ErrorCode: "ARCHIVAL_ERROR", ErrorID: 5001}},
+	},
+	{
 		name: "fragment number as bare integer and unknown keys ignored",
 		in:   `{"EventType":"RECEIVED","FragmentTimecode":7,"FragmentNumber":12345,"Extra":{"a":[1,2]}}`,
 		want: []Event{{Type: Received, Timecode: 7, HasTimecode: true, FragmentNumber: "12345"}},
@@ -94,6 +99,16 @@ var streamCases = []streamCase{
 		name:    "fragment number with letters",
 		in:      `{"EventType":"RECEIVED","FragmentTimecode":1,"FragmentNumber":"12a"}`,
 		wantErr: "not a string of digits",
+	},
+	{
+		name:    "error id a string of letters",
+		in:      `{"EventType":"ERROR","FragmentTimecode":1,"ErrorId":"x1"}`,
+		wantErr: "ErrorId \"x1\" is not a number",
+	},
+	{
+		name:    "error id an object",
+		in:      `{"EventType":"ERROR","FragmentTimecode":1,"ErrorId":{}}`,
+		wantErr: "neither a number nor a string",
 	},
 	{
 		name:    "error without id",
