@@ -32,7 +32,7 @@ func Check(ctx context.Context, cfg Config) (string, error) {
 		return failf("no credentials; fix [credentials] first")
 	}
 	hc := &http.Client{Timeout: controlCallTimeout}
-	c := newControl(&cfg, cfg.Credentials, hc)
+	c := newControl(&cfg, cfg.Credentials, hc, nil)
 	cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
 	defer cancel()
 	out, err := c.client.DescribeStream(cctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(name)})
@@ -43,7 +43,7 @@ func Check(ctx context.Context, cfg Config) (string, error) {
 	case errors.As(err, &nf):
 		return failf("does not exist in %s; create it (aws kinesisvideo create-stream --stream-name %s --media-type video/h264 --data-retention-in-hours 24) or set kvs.create_stream = true", cfg.Region, name)
 	case err != nil:
-		return failf("%v", controlError("DescribeStream", name, err))
+		return failf("%v", c.fail("DescribeStream", err))
 	case out.StreamInfo == nil:
 		return failf("DescribeStream answered without StreamInfo")
 	}

@@ -52,13 +52,21 @@ const (
 	DefaultAckTimeout       = 20 * time.Second
 	DefaultPersistTimeout   = 30 * time.Second
 	DefaultHeaderTimeout    = 15 * time.Second
-	DefaultStallTimeout     = 30 * time.Second
+	DefaultStallTimeout     = 15 * time.Second
 	DefaultDrainTimeout     = 15 * time.Second
 	DefaultOperatorBackoff  = 5 * time.Minute
 	DefaultDialTimeout      = 10 * time.Second
 	DefaultTLSTimeout       = 10 * time.Second
 	DefaultCredentialMargin = 2 * time.Minute
 	DefaultShutdownGrace    = time.Second
+
+	DefaultMaxLiveLag     = 10 * time.Second
+	DefaultMaxAttempts    = 5
+	DefaultSetAsideRetry  = 5 * time.Minute
+	DefaultSkipBreaker    = 3
+	DefaultStaleFragments = 2
+	DefaultStaleMedia     = 15 * time.Second
+	DefaultStaleWait      = 5 * time.Second
 )
 
 // Config configures a Sender. Stream, Region, Ring and Credentials are
@@ -83,6 +91,38 @@ type Config struct {
 	// Mode is ModeLive (default) or ModeRecord. SetMode changes it on a
 	// running Sender.
 	Mode string
+	// UploadOrder is OrderLiveFirst (default) or OrderInOrder (config
+	// upload_order). Live-first needs a Store that also describes its
+	// fragments (*ring.Ring does); others are uploaded in order.
+	UploadOrder string
+	// MaxLiveLag bounds how far live video may fall behind while a
+	// backlog drains, as long as the link carries the live bitrate
+	// (config max_live_lag). A backlog slice yields to waiting live video
+	// after half of it; live video further behind than this is left to
+	// the backlog so that the newest video goes first.
+	MaxLiveLag time.Duration
+	// MaxAttempts is how often a fragment is sent after retryable
+	// refusals (5000, 5001, 4000, unknown codes) before it is set aside.
+	MaxAttempts int
+	// SetAsideRetry is the wait before a set-aside fragment is tried
+	// again (doubling with each failure, up to an hour).
+	SetAsideRetry time.Duration
+	// SetAsideFile keeps the set-aside list across restarts; empty keeps
+	// it in memory only.
+	SetAsideFile string
+	// SkipBreaker: after this many fragments in a row refused with the
+	// same skip code (4001, 4002, 4006, 4009-4012), the sender stops
+	// giving fragments up, keeps them and raises an alert, because the
+	// cause is then not one bad fragment.
+	SkipBreaker int
+	// StaleFragments, StaleMedia and StaleWait detect a connection that
+	// takes data without acknowledging it: when no acknowledgement came
+	// for StaleWait while more than StaleFragments fragments or at least
+	// StaleMedia of media were written since the last one, the connection
+	// is dead.
+	StaleFragments int
+	StaleMedia     time.Duration
+	StaleWait      time.Duration
 	// Logger receives the sender's records; it should already carry the
 	// stream's name (the pipeline's loggers do).
 	Logger *slog.Logger
@@ -191,6 +231,23 @@ func (c *Config) setDefaults() error {
 	if err := checkMode(c.Mode); err != nil {
 		errs = append(errs, err)
 	}
+	if c.UploadOrder == "" {
+		c.UploadOrder = OrderLiveFirst
+	}
+	if err := checkOrder(c.UploadOrder); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MaxLiveLag < 0 {
+		errs = append(errs, fmt.Errorf("max_live_lag %v is negative", c.MaxLiveLag))
+	}
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
+	}
+	defInt(&c.MaxAttempts, DefaultMaxAttempts)
+	defInt(&c.SkipBreaker, DefaultSkipBreaker)
+	defInt(&c.StaleFragments, DefaultStaleFragments)
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
 			*d = v
@@ -209,6 +266,10 @@ func (c *Config) setDefaults() error {
 	def(&c.TLSTimeout, DefaultTLSTimeout)
 	def(&c.CredentialMargin, DefaultCredentialMargin)
 	def(&c.ShutdownGrace, DefaultShutdownGrace)
+	def(&c.MaxLiveLag, DefaultMaxLiveLag)
+	def(&c.SetAsideRetry, DefaultSetAsideRetry)
+	def(&c.StaleMedia, DefaultStaleMedia)
+	def(&c.StaleWait, DefaultStaleWait)
 	if c.RotateAfter >= kvs.MaxConnectionAge {
 		errs = append(errs, fmt.Errorf("rotate after %v: must be below the service's %v connection limit", c.RotateAfter, kvs.MaxConnectionAge))
 	}

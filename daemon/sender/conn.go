@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/daemon/sender/ack"
 )
@@ -56,6 +58,8 @@ type conn struct {
 	stopBy    time.Time // writer only: no new fragments after this once stopping
 	retention int32
 	mode      *modeState // the mode the connection was opened under
+	kind      connKind   // what the connection carries
+	firstID   ring.ID    // the fragment it started with
 
 	mu        sync.Mutex
 	flights   map[int64]*flight // by fragment timecode
@@ -67,6 +71,11 @@ type conn struct {
 	draining  bool
 	acked     bool      // at least one fragment was acknowledged
 	lastAck   time.Time // last BUFFERING, RECEIVED or PERSISTED
+	// sinceAckFrags and sinceAckMedia count the fragments (and their
+	// media) written completely since the last acknowledgement: the
+	// staleness a connection that takes data but never answers shows.
+	sinceAckFrags int
+	sinceAckMedia time.Duration
 }
 
 // finish records why the connection ends (the first reason wins) and
@@ -91,17 +100,15 @@ func (c *conn) reason() error {
 // connection opens one PutMedia request starting with first and streams
 // under mode m until it ends. It reports whether anything was
 // acknowledged (which resets the back-off) and why it ended.
-func (s *Sender) connection(ctx context.Context, first item, retention int32, m *modeState) (progress bool, err error) {
+func (s *Sender) connection(ctx context.Context, first item, retention int32, m *modeState, kind connKind) (progress bool, err error) {
 	now := s.cfg.Clock.Now()
 	endpoint, err := s.ctrl.dataEndpoint(ctx, now)
 	if err != nil {
 		return false, err
 	}
-	cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
-	creds, err := s.creds.Retrieve(cctx)
-	cancel()
+	creds, err := s.retrieveCreds(ctx)
 	if err != nil {
-		return false, fail(ClassRetry, "sender %s: get credentials: %w", s.cfg.Stream, err)
+		return false, err
 	}
 
 	pr, pw := io.Pipe()
@@ -117,6 +124,8 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32, m 
 		opened:    time.Now(),
 		retention: retention,
 		mode:      m,
+		kind:      kind,
+		firstID:   first.id,
 		flights:   map[int64]*flight{},
 		rtDone:    make(chan struct{}),
 	}
@@ -135,12 +144,12 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32, m 
 	req.Header.Set("X-Amzn-Producer-Start-Timestamp", producerTimestamp(first.f.Timecode))
 	req.Header.Set("X-Amzn-Fragment-Acknowledgment-Required", "1")
 	req.Header.Set("Content-Type", "application/json")
-	if err := s.signer.SignHTTP(ctx, creds, req, emptyPayloadHash, "kinesisvideo", s.cfg.Region, time.Now()); err != nil {
+	if err := s.signer.SignHTTP(ctx, creds, req, emptyPayloadHash, "kinesisvideo", s.cfg.Region, s.signTime()); err != nil {
 		return false, fail(ClassRetry, "sender %s: sign PutMedia: %w", s.cfg.Stream, err)
 	}
 	s.connections.Add(1)
 	s.setState("streaming to %s", endpoint)
-	s.log.Debug("PutMedia connection opened", "endpoint", endpoint, "first_id", first.id, "first_timecode", first.f.Timecode)
+	s.log.Debug("PutMedia connection opened", "endpoint", endpoint, "carries", kind.String(), "first_id", first.id, "first_timecode", first.f.Timecode)
 
 	stopHard := context.AfterFunc(ctx, func() {
 		time.AfterFunc(2*s.cfg.DrainTimeout, func() { c.finish(context.Canceled) })
@@ -172,6 +181,26 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32, m 
 	return progress, err
 }
 
+// retrieveCreds gets credentials for a new connection. Credentials that
+// expire within CredentialMargin would make the connection rotate after
+// its first fragment, so the cache is invalidated and fresh ones fetched.
+func (s *Sender) retrieveCreds(ctx context.Context) (aws.Credentials, error) {
+	for try := 0; ; try++ {
+		cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
+		creds, err := s.creds.Retrieve(cctx)
+		cancel()
+		if err != nil {
+			return creds, fail(ClassRetry, "sender %s: get credentials: %w", s.cfg.Stream, err)
+		}
+		inv, canInvalidate := s.creds.(interface{ Invalidate() })
+		if try > 0 || !canInvalidate || !creds.CanExpire || time.Until(creds.Expires) >= s.cfg.CredentialMargin {
+			return creds, nil
+		}
+		s.log.Debug("credentials expire soon; fetching fresh ones", "expires", creds.Expires)
+		inv.Invalidate()
+	}
+}
+
 // producerTimestamp formats epoch milliseconds as seconds with a
 // millisecond fraction.
 func producerTimestamp(ms int64) string {
@@ -194,30 +223,45 @@ func (c *conn) write(cur item) {
 			c.finish(c.writeErr(err))
 			return
 		}
-		if !s.cfg.NoEndOfFragment && !s.moreReady(cur.id+1, c.mode) {
+		ended := false // the end-of-fragment tag follows cur
+		if !s.cfg.NoEndOfFragment && !s.moreReady(cur.id+1, c.mode, c.kind) {
 			// Nothing to follow right now: tell the service the fragment
 			// is complete so it is acknowledged now rather than when the
 			// next one starts (a whole fragment duration later).
-			c.arm()
-			if err := c.writeBytes(endOfFragmentTag); err != nil {
-				c.finish(c.writeErr(err))
+			if !c.endFragment() {
 				return
 			}
+			ended = true
 		}
 		if why := c.rotateReason(); why != "" {
 			c.closeBody(why)
 			return
 		}
-		next, err := c.nextFragment(cur.id + 1)
+		if why := c.yieldReason(cur.id + 1); why != "" {
+			c.closeBody(why)
+			return
+		}
+		from := cur.id + 1
+		if c.kind == kindLive && s.liveFirst() && !c.mode.record() {
+			// When the ring holds more than MaxLiveLag ahead of this
+			// connection, live video jumps to the live edge and what it
+			// passes over is left to the backlog.
+			if cursor, moved := s.advanceLive(); moved && cursor > from {
+				s.log.Info("live video fell behind; the fragments it skips are left to the backlog", "from", from, "live_from", cursor)
+				from = cursor
+			}
+		}
+		next, err := c.nextFragment(from)
 		switch {
 		case c.ctx.Err() != nil:
 			return // finish was called by someone else
 		case c.parent.Err() != nil && err != nil:
 			c.closeBody("shutdown")
 			return
-		case errors.Is(err, errModeChanged), errors.Is(err, errWantEarlier):
+		case errors.Is(err, errModeChanged), errors.Is(err, errWantEarlier), errors.Is(err, errSliceDone):
 			// What is in flight is acknowledged on this connection; the
-			// next one starts where the new mode or the request starts.
+			// next one starts where the new mode, the request or the
+			// scheduler says.
 			c.closeBody(err.Error())
 			return
 		case errors.Is(err, context.DeadlineExceeded):
@@ -234,8 +278,69 @@ func (c *conn) write(cur item) {
 			c.closeBody("codec configuration changed")
 			return
 		}
+		if next.f.Timecode <= cur.f.Timecode {
+			// The service refuses a fragment that is not after the
+			// previous one on a connection (4004), but takes it as the
+			// first of a new one.
+			c.closeBody("timecode not after the previous fragment")
+			return
+		}
+		if !ended && !s.cfg.NoEndOfFragment && !contiguous(cur, next) {
+			// After a gap the service would size cur by next's start;
+			// the tag ends it where it ends.
+			if !c.endFragment() {
+				return
+			}
+		}
 		cur = next
 	}
+}
+
+// gapTolerance is how far a fragment may start from where the previous
+// one ended and still count as following it.
+const gapTolerance = 100 * time.Millisecond
+
+// contiguous reports whether b directly follows a in the ring and in time.
+func contiguous(a, b item) bool {
+	if b.id != a.id+1 {
+		return false
+	}
+	d := time.Duration(b.f.Timecode-a.f.Timecode)*time.Millisecond - a.f.Duration
+	return d <= gapTolerance && d >= -gapTolerance
+}
+
+// endFragment writes the end-of-fragment tag; false when the connection
+// failed (it is then finished).
+func (c *conn) endFragment() bool {
+	c.arm()
+	if err := c.writeBytes(endOfFragmentTag); err != nil {
+		c.finish(c.writeErr(err))
+		return false
+	}
+	return true
+}
+
+// yieldReason says why the scheduler wants this connection to end before
+// the next fragment (live-first only), or "": a backlog or retry slice
+// yields once live video has waited half of MaxLiveLag; a live connection
+// that has sent all the live video there is ends when a backlog waits,
+// so that the backlog drains in the spare capacity.
+func (c *conn) yieldReason(next ring.ID) string {
+	s := c.s
+	if !s.liveFirst() || c.mode.record() {
+		return ""
+	}
+	switch c.kind {
+	case kindLive:
+		if !s.moreReady(next, c.mode, kindLive) && s.hasBacklog() {
+			return "live video sent; backlog waiting"
+		}
+	default:
+		if waiting, waited := s.liveWaiting(); waiting && waited >= s.cfg.MaxLiveLag/2 {
+			return "live video waiting"
+		}
+	}
+	return ""
 }
 
 // nextFragment waits for the next fragment to send: up to IdleClose while
@@ -250,7 +355,7 @@ func (c *conn) nextFragment(from ring.ID) (item, error) {
 		defer cancel()
 		var shutdown atomic.Bool
 		unhook := context.AfterFunc(c.parent, func() { shutdown.Store(true); cancel() })
-		it, err := s.nextToSend(ctx, from, c.mode)
+		it, err := s.nextToSend(ctx, from, c.mode, c.kind)
 		unhook()
 		if err == nil || !shutdown.Load() {
 			return it, err
@@ -261,7 +366,7 @@ func (c *conn) nextFragment(from ring.ID) (item, error) {
 	}
 	ctx, cancel := context.WithDeadline(c.ctx, c.stopBy)
 	defer cancel()
-	return s.nextToSend(ctx, from, c.mode)
+	return s.nextToSend(ctx, from, c.mode, c.kind)
 }
 
 // writeErr turns a body write error into the connection's end reason: if
@@ -338,6 +443,8 @@ func (c *conn) sendFragment(it item) error {
 	}
 	c.mu.Lock()
 	fl.done = time.Now()
+	c.sinceAckFrags++
+	c.sinceAckMedia += it.f.Duration
 	c.mu.Unlock()
 	s.sent.Add(1)
 	return nil
@@ -415,7 +522,7 @@ func (c *conn) roundTrip(req *http.Request) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		c.finish(putMediaHTTPError(s.cfg.Stream, resp))
+		c.finish(putMediaHTTPError(s.cfg.Stream, resp, s.cfg.Clock.Now()))
 		return
 	}
 	c.mu.Lock()
@@ -500,6 +607,7 @@ func (c *conn) handle(ev ack.Event) error {
 	defer c.mu.Unlock()
 	if ev.Type != ack.Idle {
 		c.lastAck = time.Now()
+		c.sinceAckFrags, c.sinceAckMedia = 0, 0
 	}
 	switch ev.Type {
 	case ack.Idle, ack.Buffering:
@@ -576,14 +684,50 @@ func (c *conn) ackError(ev ack.Event) error {
 		if f == nil {
 			return fail(ClassRetry, "sender %s: %s, which was not sent on this connection", s.cfg.Stream, desc)
 		}
+		if run, open := s.skipTrips(ev.ErrorID); open {
+			// Several fragments in a row refused the same way: the cause
+			// is not one bad fragment, and skipping would throw away the
+			// stream. Keep everything and ask for a person.
+			return fail(ClassOperator, "sender %s: %s (ring id %d): %d fragments in a row refused with %d; no longer skipping, data kept: check the camera's encoder settings and the stream's media type",
+				s.cfg.Stream, desc, f.id, run, ev.ErrorID)
+		}
 		s.log.Error("service refused a fragment; it is given up and will not be sent again",
 			"id", f.id, "timecode", f.timecode, "error_id", ev.ErrorID, "error_code", ev.ErrorCode)
 		c.store(f, true)
 		return fail(ClassSkip, "sender %s: %s (ring id %d) given up", s.cfg.Stream, desc, f.id)
+	case ClassRestart:
+		if f != nil && f.id == c.firstID {
+			// Refused even as the first fragment of a connection: count
+			// it like any other retryable failure.
+			return c.retryOrSetAside(f, ev, desc)
+		}
+		return fail(ClassRestart, "sender %s: %s; starting a new connection with it", s.cfg.Stream, desc)
+	case ClassSetAside:
+		if f == nil {
+			return fail(ClassRetry, "sender %s: %s, which was not sent on this connection", s.cfg.Stream, desc)
+		}
+		s.setAside(f, ev.ErrorID, fmt.Sprintf("%s: %s", desc, ackErrorHint(ev.ErrorID)))
+		return fail(ClassSetAside, "sender %s: %s (ring id %d) set aside: %s", s.cfg.Stream, desc, f.id, ackErrorHint(ev.ErrorID))
 	case ClassOperator:
 		return fail(ClassOperator, "sender %s: %s: %s", s.cfg.Stream, desc, ackErrorHint(ev.ErrorID))
 	}
-	return fail(ClassRetry, "sender %s: %s; sending it again", s.cfg.Stream, desc)
+	if f == nil || ev.ErrorID == 4003 {
+		// About the connection, not a fragment.
+		return fail(ClassRetry, "sender %s: %s; sending it again", s.cfg.Stream, desc)
+	}
+	return c.retryOrSetAside(f, ev, desc)
+}
+
+// retryOrSetAside counts a retryable refusal of f: it is sent again on
+// the next connection, or set aside once it has failed MaxAttempts times.
+func (c *conn) retryOrSetAside(f *flight, ev ack.Event, desc string) error {
+	s := c.s
+	n, exhausted := s.noteAttempt(f)
+	if exhausted {
+		s.setAside(f, ev.ErrorID, desc)
+		return fail(ClassSetAside, "sender %s: %s (ring id %d) set aside after %d attempts", s.cfg.Stream, desc, f.id, max(n, 1))
+	}
+	return fail(ClassRetry, "sender %s: %s; sending it again (attempt %d of %d)", s.cfg.Stream, desc, n+1, s.cfg.MaxAttempts)
 }
 
 // watchdog ends the connection when the service stops answering: no
@@ -618,6 +762,19 @@ func (c *conn) overdue(now time.Time) error {
 	if c.writing && now.Sub(c.progress) > cfg.StallTimeout {
 		return fail(ClassRetry, "sender %s: upload stalled: no data accepted for %v", cfg.Stream, cfg.StallTimeout)
 	}
+	// Staleness: media keeps going out but nothing comes back. Write
+	// progress cannot prove a connection alive (a path that swallows
+	// bytes, or a server that reads and never answers, both take data),
+	// so this counts what was written since the last acknowledgement.
+	quiet := c.lastAck
+	if quiet.IsZero() {
+		quiet = c.opened
+	}
+	if now.Sub(quiet) >= cfg.StaleWait && (c.sinceAckFrags > cfg.StaleFragments || c.sinceAckMedia >= cfg.StaleMedia) {
+		c.s.stale.Add(1)
+		return fail(ClassRetry, "sender %s: no acknowledgement for %v while %d fragments (%v of media) were sent: the connection takes data but does not answer",
+			cfg.Stream, now.Sub(quiet).Round(time.Millisecond), c.sinceAckFrags, c.sinceAckMedia)
+	}
 	// A fragment is overdue when neither acknowledgements nor the upload
 	// moved for AckTimeout after its RECEIVED became due. Counting
 	// progress matters on slow links: bytes queued in socket buffers reach
@@ -645,27 +802,33 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// putMediaHTTPError classifies a non-200 PutMedia answer.
-func putMediaHTTPError(stream string, resp *http.Response) error {
+// putMediaHTTPError classifies a non-200 PutMedia answer; now is the
+// device clock, against which a clock offset is learnt.
+func putMediaHTTPError(stream string, resp *http.Response, now time.Time) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	// The service names the error in one of two headers.
 	typ := resp.Header.Get("x-amzn-ErrorType")
+	if typ == "" {
+		typ = resp.Header.Get("x-amz-ErrorType")
+	}
 	if i := bytes.IndexByte([]byte(typ), ':'); i >= 0 {
 		typ = typ[:i]
 	}
 	msg := string(bytes.TrimSpace(body))
 	err := fmt.Errorf("sender %s: PutMedia: HTTP %d %s %s", stream, resp.StatusCode, typ, msg)
 	contains := func(s string) bool { return bytes.Contains(body, []byte(s)) || typ == s }
+	denied := resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized
 	switch {
 	case contains("ClientLimitExceededException"), contains("ConnectionLimitExceededException"), contains("ThrottlingException"), resp.StatusCode == http.StatusTooManyRequests:
 		return &failure{class: ClassThrottle, err: err}
 	case contains("InvalidEndpointException"):
 		return &failure{class: ClassEndpoint, err: err}
-	case (resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized) && (isExpiredToken(msg) || contains("ExpiredTokenException")):
+	case denied && (isExpiredToken(msg) || contains("ExpiredTokenException")):
 		return &failure{class: ClassAuth, err: err}
-	case contains("RequestExpired"), contains("SignatureExpired"):
-		return &failure{class: ClassOperator, err: fmt.Errorf("%w: the device clock is more than 15 min off; fix NTP", err)}
-	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
-		return &failure{class: ClassOperator, err: fmt.Errorf("%w: the credentials need IAM permission kinesisvideo:PutMedia on this stream", err)}
+	case isSignatureExpired(msg) || isSignatureExpired(typ):
+		return clockFailure(err, resp.Header, now)
+	case denied:
+		return &failure{class: ClassDenied, err: fmt.Errorf("%w: the credentials need IAM permission kinesisvideo:PutMedia on this stream", err)}
 	case resp.StatusCode == http.StatusNotFound || contains("ResourceNotFoundException"):
 		return &failure{class: ClassStream, err: err}
 	}

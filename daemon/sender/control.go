@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/aws/smithy-go"
@@ -24,14 +26,37 @@ type control struct {
 	mu         sync.Mutex
 	ready      bool  // the stream was seen ACTIVE
 	retention  int32 // hours; 0 = acknowledge on RECEIVED
+	checkedAt  time.Time
 	endpoint   string
 	endpointAt time.Time
+}
+
+// sdkSkewThreshold: a signing time this far from the local clock means
+// the SDK has already corrected for a clock skew it learnt itself; the
+// sender's own correction is then not added on top.
+const sdkSkewThreshold = time.Minute
+
+// offsetSigner signs control-plane requests at the device clock plus the
+// offset the sender learnt from a refused request time, unless the SDK
+// has corrected the time itself.
+type offsetSigner struct {
+	inner kinesisvideo.HTTPSignerV4
+	skew  func() time.Duration
+}
+
+func (o offsetSigner) SignHTTP(ctx context.Context, creds aws.Credentials, r *http.Request, payloadHash, service, region string, t time.Time, optFns ...func(*v4.SignerOptions)) error {
+	if d := t.Sub(time.Now()); d < sdkSkewThreshold && d > -sdkSkewThreshold {
+		t = t.Add(o.skew())
+	}
+	return o.inner.SignHTTP(ctx, creds, r, payloadHash, service, region, t, optFns...)
 }
 
 // controlCallTimeout bounds one control-plane call.
 const controlCallTimeout = 30 * time.Second
 
-func newControl(cfg *Config, creds aws.CredentialsProvider, hc *http.Client) *control {
+// newControl returns a control-plane client. skew, when not nil, is how
+// far the signing time is moved from the local clock.
+func newControl(cfg *Config, creds aws.CredentialsProvider, hc *http.Client, skew func() time.Duration) *control {
 	awsCfg := aws.Config{
 		Region:      cfg.Region,
 		Credentials: creds,
@@ -43,6 +68,9 @@ func newControl(cfg *Config, creds aws.CredentialsProvider, hc *http.Client) *co
 		if cfg.ControlEndpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.ControlEndpoint)
 		}
+		if skew != nil {
+			o.HTTPSignerV4 = offsetSigner{inner: v4.NewSigner(), skew: skew}
+		}
 	})
 	return &control{cfg: cfg, client: client}
 }
@@ -52,7 +80,10 @@ func newControl(cfg *Config, creds aws.CredentialsProvider, hc *http.Client) *co
 // hours.
 func (c *control) ensure(ctx context.Context) (int32, error) {
 	c.mu.Lock()
-	if c.ready {
+	// The stream is described again now and then, so that a retention
+	// changed while running is noticed (it decides whether RECEIVED or
+	// PERSISTED acknowledges a fragment).
+	if c.ready && time.Since(c.checkedAt) < c.cfg.EndpointTTL {
 		r := c.retention
 		c.mu.Unlock()
 		return r, nil
@@ -75,10 +106,10 @@ func (c *control) ensure(ctx context.Context) (int32, error) {
 		out, err = c.client.DescribeStream(cctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(name)})
 		cancel()
 		if err != nil {
-			return 0, controlError("DescribeStream", name, err)
+			return 0, c.fail("DescribeStream", err)
 		}
 	case err != nil:
-		return 0, controlError("DescribeStream", name, err)
+		return 0, c.fail("DescribeStream", err)
 	}
 	info := out.StreamInfo
 	if info == nil {
@@ -93,7 +124,10 @@ func (c *control) ensure(ctx context.Context) (int32, error) {
 	}
 	r := aws.ToInt32(info.DataRetentionInHours)
 	c.mu.Lock()
-	c.ready, c.retention = true, r
+	if c.ready && c.retention != r {
+		c.cfg.Logger.Warn("stream retention changed", "from_hours", c.retention, "to_hours", r)
+	}
+	c.ready, c.retention, c.checkedAt = true, r, time.Now()
 	c.mu.Unlock()
 	return r, nil
 }
@@ -113,7 +147,7 @@ func (c *control) create(ctx context.Context) error {
 		return nil // created concurrently; describe will tell
 	}
 	if err != nil {
-		return controlError("CreateStream", name, err)
+		return c.fail("CreateStream", err)
 	}
 	c.cfg.Logger.Info("created stream", "retention_hours", c.cfg.retentionHours())
 	return nil
@@ -136,7 +170,7 @@ func (c *control) dataEndpoint(ctx context.Context, now time.Time) (string, erro
 		StreamName: aws.String(c.cfg.Stream),
 	})
 	if err != nil {
-		return "", controlError("GetDataEndpoint", c.cfg.Stream, err)
+		return "", c.fail("GetDataEndpoint", err)
 	}
 	ep := strings.TrimRight(aws.ToString(out.DataEndpoint), "/")
 	if ep == "" {
@@ -163,22 +197,40 @@ func (c *control) forgetStream() {
 	c.mu.Unlock()
 }
 
+// fail is controlError with the clock offset learnt from the answer when
+// the request time was refused.
+func (c *control) fail(op string, err error) error {
+	e := controlError(op, c.cfg.Stream, err)
+	if f, ok := clockFailureOf(e); ok {
+		var re *awshttp.ResponseError
+		if errors.As(err, &re) && re.Response != nil {
+			now := time.Now()
+			if c.cfg.Clock != nil {
+				now = c.cfg.Clock.Now()
+			}
+			return clockFailure(f.err, re.Response.Header, now)
+		}
+	}
+	return e
+}
+
 // controlError turns an SDK error into a failure with a class and a hint.
 func controlError(op, stream string, err error) error {
 	var ae smithy.APIError
 	if !errors.As(err, &ae) {
 		return &failure{class: ClassRetry, err: fmt.Errorf("kvs: %s %s: %w", op, stream, err)}
 	}
+	if isSignatureExpired(ae.ErrorCode()) || isSignatureExpired(ae.ErrorMessage()) {
+		return &failure{class: ClassClock, err: fmt.Errorf("kvs: %s %s: request time rejected: %w", op, stream, err)}
+	}
 	switch code := ae.ErrorCode(); code {
 	case "AccessDeniedException", "NotAuthorizedException", "AccessDenied", "UnrecognizedClientException", "InvalidClientTokenId", "MissingAuthenticationToken", "InvalidSignatureException", "SignatureDoesNotMatch":
 		if isExpiredToken(ae.ErrorMessage()) {
 			return &failure{class: ClassAuth, err: fmt.Errorf("kvs: %s %s: credentials expired: %w", op, stream, err)}
 		}
-		return &failure{class: ClassOperator, err: fmt.Errorf("kvs: %s %s: access denied: the credentials need IAM permission kinesisvideo:%s on this stream (check the role behind the IoT role alias, or the static keys): %w", op, stream, op, err)}
+		return &failure{class: ClassDenied, err: fmt.Errorf("kvs: %s %s: access denied: the credentials need IAM permission kinesisvideo:%s on this stream (check the role behind the IoT role alias, or the static keys): %w", op, stream, op, err)}
 	case "ExpiredTokenException", "ExpiredToken":
 		return &failure{class: ClassAuth, err: fmt.Errorf("kvs: %s %s: credentials expired: %w", op, stream, err)}
-	case "RequestExpired", "SignatureExpired":
-		return &failure{class: ClassOperator, err: fmt.Errorf("kvs: %s %s: request time rejected: the device clock is more than 15 min off; fix NTP: %w", op, stream, err)}
 	case "ClientLimitExceededException", "ThrottlingException", "LimitExceededException":
 		return &failure{class: ClassThrottle, err: fmt.Errorf("kvs: %s %s: throttled: %w", op, stream, err)}
 	case "ResourceNotFoundException":

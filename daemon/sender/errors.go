@@ -3,7 +3,9 @@ package sender
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+	"time"
 )
 
 // Class is what the sender does about a failure.
@@ -30,6 +32,20 @@ const (
 	ClassStream
 	// ClassGraceful: the sender ended the connection on purpose.
 	ClassGraceful
+	// ClassRestart: the fragment is fine but cannot follow the previous
+	// one on this connection (4004); a new connection starts with it at
+	// once.
+	ClassRestart
+	// ClassSetAside: the fragment was set aside (see Config.MaxAttempts)
+	// and the stream goes on at once without it.
+	ClassSetAside
+	// ClassClock: the request time was refused (the device clock is off);
+	// the offset learnt from the response's Date header is applied and
+	// the request repeated at once, then backed off.
+	ClassClock
+	// ClassDenied: 401/403 other than expiry or clock; credentials are
+	// refreshed and the request repeated once, then it needs a person.
+	ClassDenied
 )
 
 func (c Class) String() string {
@@ -50,6 +66,14 @@ func (c Class) String() string {
 		return "stream"
 	case ClassGraceful:
 		return "graceful"
+	case ClassRestart:
+		return "restart"
+	case ClassSetAside:
+		return "set-aside"
+	case ClassClock:
+		return "clock"
+	case ClassDenied:
+		return "denied"
 	}
 	return fmt.Sprintf("class(%d)", int(c))
 }
@@ -57,20 +81,30 @@ func (c Class) String() string {
 // AckErrorClass classifies the ErrorId of an ERROR acknowledgement.
 //
 //   - 4000 (stream read error), 4003 (connection too long), 5000 (internal),
-//     5001 (archival) and any code not listed here: retry the fragment.
-//   - 4001 (fragment > 50 MB), 4002 (fragment too long), 4004 (timecode not
-//     increasing), 4005, 4006 (invalid MKV), 4009-4012 (metadata/track
-//     problems): the fragment can never be accepted; skip it.
-//   - 4007 (invalid producer timestamp), 4008 (stream not active),
-//     4500-4507 (KMS key problems, stream deleted): need a person; keep
-//     the data and report.
+//     5001 (archival) and any code not listed here: retry the fragment, at
+//     most Config.MaxAttempts times (4003 is about the connection and does
+//     not count), then set it aside.
+//   - 4004 (timecode not after the previous one on this connection): the
+//     fragment is valid as the first of a new connection; restart there.
+//   - 4007 (producer timestamp in the future): a device clock problem;
+//     set the fragment aside (it is retried later) and report.
+//   - 4001 (fragment > 50 MB), 4002 (fragment too long), 4005, 4006
+//     (invalid MKV), 4009-4012 (metadata/track problems): the fragment can
+//     never be accepted; skip it, unless Config.SkipBreaker fragments in
+//     a row are refused the same way.
+//   - 4008 (stream not active), 4500-4507 (KMS key problems, stream
+//     deleted): need a person; keep the data and report.
 func AckErrorClass(id int) Class {
 	switch {
 	case id == 4000, id == 4003, id == 5000, id == 5001:
 		return ClassRetry
-	case id == 4007, id == 4008, id >= 4500 && id <= 4507:
+	case id == 4004:
+		return ClassRestart
+	case id == 4007:
+		return ClassSetAside
+	case id == 4008, id >= 4500 && id <= 4507:
 		return ClassOperator
-	case id == 4001, id == 4002, id >= 4004 && id <= 4006, id >= 4009 && id <= 4012:
+	case id == 4001, id == 4002, id == 4005, id == 4006, id >= 4009 && id <= 4012:
 		return ClassSkip
 	}
 	return ClassRetry
@@ -93,6 +127,11 @@ func ackErrorHint(id int) string {
 type failure struct {
 	class Class
 	err   error
+	// offset, for ClassClock, is how far the service's clock is ahead of
+	// the device's (from the response's Date header); hasOffset says
+	// whether the answer carried one.
+	offset    time.Duration
+	hasOffset bool
 }
 
 func (f *failure) Error() string { return f.class.String() + ": " + f.err.Error() }
@@ -114,4 +153,32 @@ func classOf(err error) Class {
 func isExpiredToken(s string) bool {
 	s = strings.ToLower(s)
 	return strings.Contains(s, "expired") && (strings.Contains(s, "token") || strings.Contains(s, "credential"))
+}
+
+// isSignatureExpired recognises a refused request time (the device clock
+// is off by more than the service's allowed skew).
+func isSignatureExpired(s string) bool {
+	l := strings.ToLower(s)
+	return strings.Contains(l, "signature expired") || strings.Contains(l, "signature not yet current") ||
+		strings.Contains(s, "RequestExpired") || strings.Contains(s, "SignatureExpired") || strings.Contains(l, "request has expired")
+}
+
+// clockFailure builds a ClassClock failure, learning the offset from the
+// answer's Date header when it has one; now is the device clock.
+func clockFailure(err error, h http.Header, now time.Time) *failure {
+	f := &failure{class: ClassClock, err: fmt.Errorf("%w: the device clock is off; signing with the service's time until NTP fixes it", err)}
+	if d := h.Get("Date"); d != "" {
+		if t, perr := http.ParseTime(d); perr == nil {
+			f.offset, f.hasOffset = t.Sub(now), true
+		}
+	}
+	return f
+}
+
+func clockFailureOf(err error) (*failure, bool) {
+	var f *failure
+	if errors.As(err, &f) && f.class == ClassClock {
+		return f, true
+	}
+	return nil, false
 }

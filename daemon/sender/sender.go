@@ -58,7 +58,27 @@ type Sender struct {
 	newestAcked    int64
 	newestAckedDur time.Duration
 
+	// meta is Config.Ring's fragment index when it has one (live-first
+	// needs it).
+	meta metaStore
+	// aside holds the fragments set aside (see setaside.go) and attempts
+	// the retryable failures of the others, by ring id.
+	aside         map[ring.ID]*aside
+	attempts      map[ring.ID]int
+	setAsideTotal uint64
+	// liveFrom is the live cursor: ids below it not yet stored are the
+	// backlog. liveReadySince is when a backlog slice first saw live
+	// video waiting.
+	liveFrom       ring.ID
+	liveReadySince time.Time
+	// skipCode and skipRun count fragments refused in a row with the same
+	// skip code (the circuit breaker).
+	skipCode, skipRun int
+	// clockOffset (ns) is added to the device clock when signing.
+	clockOffset atomic.Int64
+
 	connections, sent, acks, skipped, received, bytesSent atomic.Uint64
+	stale, restarts                                       atomic.Uint64
 	running                                               atomic.Bool
 }
 
@@ -90,8 +110,16 @@ func New(cfg Config) (*Sender, error) {
 		wantWake: make(chan struct{}, 1),
 		state:    "starting",
 		mode:     newModeState(cfg.Mode),
+		aside:    map[ring.ID]*aside{},
+		attempts: map[ring.ID]int{},
 	}
-	s.ctrl = newControl(&s.cfg, creds, &http.Client{Transport: newTransport(&cfg), Timeout: controlCallTimeout})
+	if m, ok := cfg.Ring.(metaStore); ok {
+		s.meta = m
+	} else if cfg.UploadOrder == OrderLiveFirst {
+		s.log.Warn("the ring cannot describe its fragments; uploading in order")
+	}
+	s.loadSetAside()
+	s.ctrl = newControl(&s.cfg, creds, &http.Client{Transport: newTransport(&cfg), Timeout: controlCallTimeout}, s.controlSkew)
 	quota := func(q float64) float64 {
 		if cfg.NoQuotaPacing {
 			return 0 // no pacing
@@ -104,6 +132,19 @@ func New(cfg Config) (*Sender, error) {
 	rate := s.byteRate(cfg.RateLimit)
 	s.bytes = newBucket(cfg.Clock, float64(rate), byteBurst(rate))
 	return s, nil
+}
+
+// signTime is the time requests are signed with: the device clock plus
+// the offset learnt from a refused request time.
+func (s *Sender) signTime() time.Time {
+	return s.cfg.Clock.Now().Add(time.Duration(s.clockOffset.Load()))
+}
+
+// controlSkew is how far control-plane signing moves from the local
+// clock: the device clock's own difference (none for the system clock)
+// plus the learnt offset.
+func (s *Sender) controlSkew() time.Duration {
+	return s.signTime().Sub(time.Now())
 }
 
 // byteRate is the pace of the byte bucket for an upload_rate_limit: the
@@ -277,8 +318,38 @@ type Stats struct {
 	// the end of the newest acknowledged fragment and the start of the
 	// oldest unacknowledged one, to the end of the newest stored one.
 	// Zero when nothing is unacknowledged. In record mode it grows by
-	// design.
+	// design. With UploadOrder live-first it is measured against the
+	// live cursor: fragments left to the backlog do not count, and it is
+	// zero once everything from the cursor on is stored.
 	LiveLag time.Duration
+
+	// UploadOrder is Config.UploadOrder in force (live-first falls back
+	// to in-order with a Store that cannot describe its fragments).
+	UploadOrder string
+	// LiveFrom is the live cursor: fragments with a lower ring id that
+	// are not stored form the backlog.
+	LiveFrom ring.ID
+	// Backlog, BacklogBytes and BacklogOldest describe the backlog
+	// (set-aside fragments not counted); BacklogAge is the age of its
+	// oldest fragment. All zero in in-order upload.
+	Backlog       int
+	BacklogBytes  int64
+	BacklogOldest time.Time
+	BacklogAge    time.Duration
+	// SetAside is how many fragments are set aside now (kept in the
+	// ring, retried later), SetAsideOldest the start of the oldest, and
+	// SetAsideTotal how many were set aside since New.
+	SetAside       int
+	SetAsideOldest time.Time
+	SetAsideTotal  uint64
+	// Stale counts connections ended because they took data without
+	// acknowledging it; Restarts those restarted at a fragment the
+	// service refused as not after the previous one (4004).
+	Stale    uint64
+	Restarts uint64
+	// ClockOffset is the correction applied to the device clock when
+	// signing, learnt from a refused request time; zero when none.
+	ClockOffset time.Duration
 }
 
 // Stats returns a snapshot; safe to call at any time.
@@ -292,6 +363,19 @@ func (s *Sender) Stats() Stats {
 		Mode:          s.mode.name,
 		RateLimit:     s.rateLimit,
 		LastAck:       s.lastAck,
+		UploadOrder:   OrderInOrder,
+		LiveFrom:      s.liveFrom,
+		SetAsideTotal: s.setAsideTotal,
+		ClockOffset:   time.Duration(s.clockOffset.Load()),
+	}
+	if s.liveFirst() {
+		st.UploadOrder = OrderLiveFirst
+	}
+	var lastAside *aside
+	for _, a := range s.aside {
+		if lastAside == nil || a.Since.After(lastAside.Since) {
+			lastAside = a
+		}
 	}
 	var ackedEnd time.Time
 	if s.newestAcked != 0 {
@@ -305,13 +389,34 @@ func (s *Sender) Stats() Stats {
 	st.Acked = s.acks.Load()
 	st.Skipped = s.skipped.Load()
 	st.Bytes = s.bytesSent.Load()
+	st.Stale = s.stale.Load()
+	st.Restarts = s.restarts.Load()
+	now := s.cfg.Clock.Now()
 	if rs := s.cfg.Ring.Stats(); !rs.OldestUnacked.IsZero() {
 		st.OldestUnacked = rs.OldestUnacked
-		st.OldestUnackedAge = s.cfg.Clock.Now().Sub(rs.OldestUnacked)
-		if ackedEnd.IsZero() || ackedEnd.Before(rs.OldestUnacked) {
-			ackedEnd = rs.OldestUnacked
+		st.OldestUnackedAge = now.Sub(rs.OldestUnacked)
+		from := rs.OldestUnacked
+		if st.UploadOrder == OrderLiveFirst {
+			from = time.Time{}
+			if m, ok := s.liveCandidate(); ok {
+				from = m.Start
+			}
 		}
-		st.LiveLag = max(rs.Newest.Sub(ackedEnd), 0)
+		if !from.IsZero() {
+			if ackedEnd.IsZero() || ackedEnd.Before(from) {
+				ackedEnd = from
+			}
+			st.LiveLag = max(rs.Newest.Sub(ackedEnd), 0)
+		}
+	}
+	if s.meta != nil {
+		st.Backlog, st.BacklogBytes, st.BacklogOldest, st.SetAside, st.SetAsideOldest = s.backlogStats(now)
+		if !st.BacklogOldest.IsZero() {
+			st.BacklogAge = now.Sub(st.BacklogOldest)
+		}
+	}
+	if st.SetAside > 0 && st.Alert == "" && lastAside != nil {
+		st.Alert = fmt.Sprintf("%d fragment(s) set aside and kept for a later retry; last: %s", st.SetAside, lastAside.Reason)
 	}
 	return st
 }
@@ -327,6 +432,20 @@ func (s *Sender) noteStored(f *flight) {
 	if f.timecode > s.newestAcked {
 		s.newestAcked, s.newestAckedDur = f.timecode, f.dur
 	}
+	s.skipCode, s.skipRun = 0, 0
+}
+
+// skipTrips counts a fragment refused with a skip code and reports
+// whether the circuit breaker is open: SkipBreaker fragments in a row
+// refused with the same code.
+func (s *Sender) skipTrips(code int) (run int, open bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.skipCode != code {
+		s.skipCode, s.skipRun = code, 0
+	}
+	s.skipRun++
+	return s.skipRun, s.skipRun >= s.cfg.SkipBreaker
 }
 
 // alertAfterAttempts consecutive failed connections raise an alert even
@@ -358,6 +477,7 @@ func (s *Sender) markAcked(id ring.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.acked[id] = struct{}{}
+	s.dropAsideLocked(id)
 	if i := sort.Search(len(s.want), func(i int) bool { return s.want[i] >= id }); i < len(s.want) && s.want[i] == id {
 		s.want = append(s.want[:i], s.want[i+1:]...)
 	}
@@ -387,6 +507,17 @@ func (s *Sender) resumePoint() ring.ID {
 		if id < from {
 			delete(s.acked, id)
 		}
+	}
+	gone := false
+	for id := range s.aside {
+		if id < from {
+			// Stored at last, or evicted from the ring (counted there).
+			delete(s.aside, id)
+			gone = true
+		}
+	}
+	if gone {
+		s.saveSetAsideLocked()
 	}
 	s.mu.Unlock()
 	return from
@@ -445,9 +576,11 @@ type item struct {
 }
 
 // nextToSend returns the first fragment at or after from that still has
-// to be sent under mode m, blocking until there is one or ctx ends. When
-// the mode changes meanwhile it returns errModeChanged.
-func (s *Sender) nextToSend(ctx context.Context, from ring.ID, m *modeState) (item, error) {
+// to be sent under mode m on a connection of kind k, blocking (live kind)
+// until there is one or ctx ends. When the mode changes meanwhile it
+// returns errModeChanged; a backlog or retry connection with nothing more
+// to send gets errSliceDone.
+func (s *Sender) nextToSend(ctx context.Context, from ring.ID, m *modeState, k connKind) (item, error) {
 	outer := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -462,7 +595,8 @@ func (s *Sender) nextToSend(ctx context.Context, from ring.ID, m *modeState) (it
 		if m.changed.Err() != nil {
 			return item{}, errModeChanged
 		}
-		if m.record() {
+		switch {
+		case m.record():
 			// from only moves forward: a connection must not go back to
 			// a wanted fragment before the last one it sent, as the
 			// service refuses timecodes that go back (4004). Such a
@@ -481,6 +615,19 @@ func (s *Sender) nextToSend(ctx context.Context, from ring.ID, m *modeState) (it
 				}
 			}
 			from = next
+		case s.meta != nil:
+			// Look the next one up in the index rather than reading
+			// every stored or set-aside fragment on the way.
+			nid := s.cfg.Ring.NextID()
+			id, ok := s.candidate(from, k)
+			switch {
+			case ok:
+				from = id
+			case k != kindLive:
+				return item{}, errSliceDone
+			default:
+				from = max(from, nid)
+			}
 		}
 		id, f, err := s.cfg.Ring.Next(ctx, from)
 		if err != nil {
@@ -501,15 +648,32 @@ func (s *Sender) nextToSend(ctx context.Context, from ring.ID, m *modeState) (it
 			s.markAcked(from)
 			continue
 		}
+		if !m.record() {
+			if k != kindLive && id != from {
+				from = id // evicted meanwhile: look again
+				continue
+			}
+			if aside := s.isAside(id); aside != (k == kindRetry) {
+				from = id + 1
+				continue
+			}
+			if k == kindBacklog && id >= s.liveCursor() {
+				return item{}, errSliceDone
+			}
+		}
 		return item{id: id, f: f, ready: time.Now()}, nil
 	}
 }
 
 // moreReady reports whether a fragment at or after from is already in the
 // ring (or, in record mode, requested), so the writer will not wait.
-func (s *Sender) moreReady(from ring.ID, m *modeState) bool {
+func (s *Sender) moreReady(from ring.ID, m *modeState, k connKind) bool {
 	if m.record() {
 		_, ok := s.nextWanted(from)
+		return ok
+	}
+	if s.meta != nil {
+		_, ok := s.candidate(from, k)
 		return ok
 	}
 	return s.cfg.Ring.NextID() > from
@@ -539,7 +703,7 @@ func (s *Sender) Run(ctx context.Context) error {
 	}
 	defer s.running.Store(false)
 	attempt := 0
-	authRetried := false
+	authRetried, clockRetried, deniedRetried := false, false, false
 	for {
 		if ctx.Err() != nil {
 			s.setState("stopped")
@@ -549,15 +713,27 @@ func (s *Sender) Run(ctx context.Context) error {
 		retention, err := s.ctrl.ensure(ctx)
 		if err == nil {
 			m := s.currentMode()
-			from := s.resumePoint()
-			if m.record() {
-				from = 0
+			p := plan{kind: kindLive}
+			ready := true
+			if !m.record() {
+				p, ready = s.nextPlan()
+			}
+			wctx, wcancel := ctx, context.CancelFunc(func() {})
+			if !ready {
+				// Waiting for live video; wake for a set-aside retry.
+				if due := s.nextAsideDue(); !due.IsZero() {
+					wctx, wcancel = context.WithTimeout(ctx, max(due.Sub(s.cfg.Clock.Now()), 0)+10*time.Millisecond)
+				}
 			}
 			s.setState("waiting for data")
 			var it item
-			it, err = s.nextToSend(ctx, from, m)
+			it, err = s.nextToSend(wctx, p.from, m, p.kind)
+			timedOut := wctx.Err() != nil && ctx.Err() == nil
+			wcancel()
 			switch {
-			case ctx.Err() != nil, errors.Is(err, errModeChanged), errors.Is(err, errWantEarlier):
+			case ctx.Err() != nil, errors.Is(err, errModeChanged), errors.Is(err, errWantEarlier), errors.Is(err, errSliceDone):
+				continue
+			case timedOut && errors.Is(err, context.DeadlineExceeded):
 				continue
 			case errors.Is(err, ring.ErrClosed):
 				return fmt.Errorf("sender %s: ring closed while uploading", s.cfg.Stream)
@@ -568,10 +744,12 @@ func (s *Sender) Run(ctx context.Context) error {
 					continue
 				}
 				var progress bool
-				progress, err = s.connection(ctx, it, retention, m)
+				progress, err = s.connection(ctx, it, retention, m, p.kind)
 				if progress {
 					attempt = 0
 					authRetried = false
+					clockRetried = false
+					deniedRetried = false
 					s.setAlert("")
 				}
 			}
@@ -587,6 +765,38 @@ func (s *Sender) Run(ctx context.Context) error {
 		switch class {
 		case ClassGraceful:
 			continue
+		case ClassRestart:
+			// The fragment is valid as the first of a connection.
+			s.restarts.Add(1)
+			s.log.Info("fragment not after the previous one on that connection; starting a new connection with it", "err", err)
+			continue
+		case ClassSetAside:
+			continue // logged where it was set aside; the stream goes on
+		case ClassClock:
+			if f, ok := clockFailureOf(err); ok && f.hasOffset {
+				// The offset is measured against the device clock itself,
+				// so it replaces any earlier one.
+				s.clockOffset.Store(int64(f.offset))
+				s.log.Warn("request time refused: signing with the service's clock", "offset", f.offset, "err", err)
+			}
+			if !clockRetried {
+				clockRetried = true
+				continue
+			}
+			s.setAlert(err.Error())
+			delay = s.cfg.Backoff.Delay(attempt)
+		case ClassDenied:
+			if inv, ok := s.creds.(interface{ Invalidate() }); ok {
+				inv.Invalidate()
+			}
+			if !deniedRetried {
+				deniedRetried = true
+				s.log.Warn("access denied; refreshing credentials and trying again", "err", err)
+				continue
+			}
+			s.setAlert(err.Error())
+			s.log.Error("access denied with fresh credentials; keeping data", "err", err, "retry_in", s.cfg.OperatorBackoff)
+			delay = s.cfg.OperatorBackoff
 		case ClassSkip:
 			// The offending fragment is given up; go on at once.
 			s.log.Warn("fragment refused by the service and skipped", "err", err)
@@ -626,7 +836,7 @@ func (s *Sender) Run(ctx context.Context) error {
 			s.setAlert(fmt.Sprintf("uploads failing for %d attempts in a row: %v", attempt, err))
 			s.log.Error("uploads keep failing; still retrying and keeping data", "attempts", attempt, "err", err)
 		}
-		if class != ClassOperator {
+		if class != ClassOperator && class != ClassDenied {
 			s.log.Warn("upload interrupted; reconnecting", "class", class.String(), "attempt", attempt, "retry_in", delay, "err", err)
 			s.setState("backing off %v after %s error: %v", delay.Round(time.Millisecond), class, err)
 		} else {

@@ -16,9 +16,9 @@ import (
 func TestAckErrorClass(t *testing.T) {
 	want := map[int]Class{
 		4000: ClassRetry, 4003: ClassRetry, 5000: ClassRetry, 5001: ClassRetry, 7000: ClassRetry, 4013: ClassRetry, 0: ClassRetry,
-		4001: ClassSkip, 4002: ClassSkip, 4004: ClassSkip, 4005: ClassSkip, 4006: ClassSkip,
+		4001: ClassSkip, 4002: ClassSkip, 4005: ClassSkip, 4006: ClassSkip,
 		4009: ClassSkip, 4010: ClassSkip, 4011: ClassSkip, 4012: ClassSkip,
-		4007: ClassOperator, 4008: ClassOperator,
+		4004: ClassRestart, 4007: ClassSetAside, 4008: ClassOperator,
 	}
 	for id := 4500; id <= 4507; id++ {
 		want[id] = ClassOperator
@@ -27,7 +27,7 @@ func TestAckErrorClass(t *testing.T) {
 		if got := AckErrorClass(id); got != c {
 			t.Errorf("AckErrorClass(%d) = %v, want %v", id, got, c)
 		}
-		if c == ClassOperator && ackErrorHint(id) == "" {
+		if (c == ClassOperator || c == ClassSetAside) && ackErrorHint(id) == "" {
 			t.Errorf("operator code %d has no hint", id)
 		}
 	}
@@ -39,28 +39,47 @@ func TestPutMediaHTTPError(t *testing.T) {
 		typ    string
 		body   string
 		want   Class
+		// amz puts the type in x-amz-ErrorType instead.
+		amz bool
 	}{
-		{400, "ClientLimitExceededException:http://internal/", `{"message":"throttled"}`, ClassThrottle},
-		{400, "ConnectionLimitExceededException", `{"message":"one at a time"}`, ClassThrottle},
-		{400, "InvalidEndpointException", `{"message":"wrong host"}`, ClassEndpoint},
-		{403, "", `{"message":"The security token included in the request is expired"}`, ClassAuth},
-		{403, "ExpiredTokenException", `{"message":"whatever"}`, ClassAuth},
-		{403, "AccessDeniedException", `{"message":"no"}`, ClassOperator},
-		{401, "NotAuthorizedException", `{"message":"no"}`, ClassOperator},
-		{400, "InvalidSignatureException", `{"message":"Signature expired: 20260101T000000Z is now earlier than ... RequestExpired"}`, ClassOperator},
-		{404, "ResourceNotFoundException", `{"message":"no stream"}`, ClassStream},
-		{503, "ServiceUnavailableException", `{}`, ClassRetry},
-		{500, "", `oops`, ClassRetry},
+		{400, "ClientLimitExceededException:http://internal/", `{"message":"throttled"}`, ClassThrottle, false},
+		{400, "ConnectionLimitExceededException", `{"message":"one at a time"}`, ClassThrottle, false},
+		{400, "InvalidEndpointException", `{"message":"wrong host"}`, ClassEndpoint, false},
+		{403, "", `{"message":"The security token included in the request is expired"}`, ClassAuth, false},
+		{403, "ExpiredTokenException", `{"message":"whatever"}`, ClassAuth, false},
+		{403, "AccessDeniedException", `{"message":"no"}`, ClassDenied, false},
+		{401, "NotAuthorizedException", `{"message":"no"}`, ClassDenied, false},
+		{400, "InvalidSignatureException", `{"message":"Signature expired: 20260101T000000Z is now earlier than ... RequestExpired"}`, ClassClock, false},
+		{403, "InvalidSignatureException", `{"message":"Signature expired: 20260101T000000Z is now earlier than 20260101T001000Z"}`, ClassClock, false},
+		{400, "ClientLimitExceededException", `{"message":"slow down"}`, ClassThrottle, true},
+		{404, "ResourceNotFoundException", `{"message":"no stream"}`, ClassStream, false},
+		{503, "ServiceUnavailableException", `{}`, ClassRetry, false},
+		{500, "", `oops`, ClassRetry, false},
 	}
 	for _, c := range cases {
 		resp := &http.Response{StatusCode: c.status, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(c.body))}
-		if c.typ != "" {
+		switch {
+		case c.typ != "" && c.amz:
+			resp.Header.Set("x-amz-ErrorType", c.typ)
+		case c.typ != "":
 			resp.Header.Set("x-amzn-ErrorType", c.typ)
 		}
-		err := putMediaHTTPError("s", resp)
+		err := putMediaHTTPError("s", resp, time.Now())
 		if got := classOf(err); got != c.want {
 			t.Errorf("%d %s %s: class %v, want %v (%v)", c.status, c.typ, c.body, got, c.want, err)
 		}
+	}
+}
+
+// A refused request time teaches the offset from the Date header.
+func TestPutMediaClockOffset(t *testing.T) {
+	device := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	service := device.Add(20 * time.Minute)
+	resp := &http.Response{StatusCode: 403, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(`{"message":"Signature expired: 20260101T000000Z is now earlier than 20260101T001500Z"}`))}
+	resp.Header.Set("Date", service.Format(http.TimeFormat))
+	f, ok := clockFailureOf(putMediaHTTPError("s", resp, device))
+	if !ok || !f.hasOffset || f.offset != 20*time.Minute {
+		t.Fatalf("clock failure %+v (ok %v): want an offset of 20m learnt from the Date header", f, ok)
 	}
 }
 

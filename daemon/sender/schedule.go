@@ -1,0 +1,279 @@
+package sender
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kvscamd/kvscamd/daemon/ring"
+)
+
+// Upload orders (config upload_order).
+const (
+	// OrderLiveFirst keeps live video current: new fragments go out as
+	// they are made, and a backlog drains oldest first in the spare
+	// capacity, in connections of its own between live slices.
+	OrderLiveFirst = "live-first"
+	// OrderInOrder uploads strictly oldest first: after an outage live
+	// video waits behind the whole backlog.
+	OrderInOrder = "in-order"
+)
+
+func checkOrder(order string) error {
+	switch order {
+	case OrderLiveFirst, OrderInOrder:
+		return nil
+	}
+	return fmt.Errorf("upload order %q: use %q or %q", order, OrderLiveFirst, OrderInOrder)
+}
+
+// metaStore is what live-first scheduling needs on top of Store: a cheap
+// look at the stored fragments' times without reading them. *ring.Ring
+// implements it; a Store without it is uploaded in order.
+type metaStore interface {
+	Metas(from ring.ID, fn func(ring.Meta) bool)
+	LastMeta() (ring.Meta, bool)
+}
+
+var _ metaStore = (*ring.Ring)(nil)
+
+// connKind is what a connection carries.
+type connKind int
+
+const (
+	// kindLive follows the ring from the live cursor upward.
+	kindLive connKind = iota
+	// kindBacklog sends the backlog (ids below the live cursor) oldest
+	// first and yields to live video.
+	kindBacklog
+	// kindRetry sends fragments set aside whose retry time has come.
+	kindRetry
+)
+
+func (k connKind) String() string {
+	switch k {
+	case kindLive:
+		return "live"
+	case kindBacklog:
+		return "backlog"
+	case kindRetry:
+		return "set-aside retry"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// plan is what the next connection carries and where it starts.
+type plan struct {
+	kind connKind
+	from ring.ID
+}
+
+// errSliceDone ends a backlog or retry connection: it has nothing more to
+// send, or live video is waiting.
+var (
+	errSliceDone = errors.New("backlog slice done")
+	errLiveReady = errors.New("live video waiting")
+)
+
+func (s *Sender) liveFirst() bool { return s.meta != nil && s.cfg.UploadOrder == OrderLiveFirst }
+
+// sendableLocked reports whether the fragment m may go out on a
+// connection of kind k. s.mu is held.
+func (s *Sender) sendableLocked(m ring.Meta, k connKind, now time.Time) bool {
+	if m.Acked {
+		return false
+	}
+	if _, ok := s.acked[m.ID]; ok {
+		return false
+	}
+	a, aside := s.aside[m.ID]
+	if k == kindRetry {
+		return aside && !now.Before(a.NextTry)
+	}
+	return !aside
+}
+
+// candidate returns the first fragment at or after from that a connection
+// of kind k would send next, without reading it. For the backlog only ids
+// below the live cursor count.
+func (s *Sender) candidate(from ring.ID, k connKind) (ring.ID, bool) {
+	now := s.cfg.Clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var id ring.ID
+	found := false
+	s.meta.Metas(from, func(m ring.Meta) bool {
+		if k == kindBacklog && m.ID >= s.liveFrom {
+			return false
+		}
+		if s.sendableLocked(m, k, now) {
+			id, found = m.ID, true
+			return false
+		}
+		return true
+	})
+	return id, found
+}
+
+// advanceLive moves the live cursor up to the live edge: the first
+// fragment that ends within MaxLiveLag of the newest one's end. What the
+// cursor passes over without having sent it becomes backlog. This is how
+// live video stays current when a backlog exists, and how, when the link
+// cannot carry live video, the fragments it could not carry join the
+// backlog instead of holding up the newest ones. It returns the cursor
+// and whether it moved.
+func (s *Sender) advanceLive() (ring.ID, bool) {
+	last, ok := s.meta.LastMeta()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !ok {
+		return s.liveFrom, false
+	}
+	edge := last.End().Add(-s.cfg.MaxLiveLag)
+	newFrom := s.liveFrom
+	s.meta.Metas(s.liveFrom, func(m ring.Meta) bool {
+		if !m.End().Before(edge) {
+			newFrom = m.ID
+			return false
+		}
+		return true
+	})
+	moved := newFrom > s.liveFrom
+	if moved {
+		s.liveFrom = newFrom
+	}
+	return s.liveFrom, moved
+}
+
+// liveCursor returns the live cursor.
+func (s *Sender) liveCursor() ring.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.liveFrom
+}
+
+// nextPlan decides what the next connection carries (live upload order
+// and mode): live video when any is waiting, else the backlog oldest
+// first, else set-aside fragments due for a retry, else it waits for live
+// video. The bool is false in that last case.
+func (s *Sender) nextPlan() (plan, bool) {
+	if !s.liveFirst() {
+		return plan{kind: kindLive, from: s.resumePoint()}, true
+	}
+	s.resumePoint() // trims the acked set
+	cursor, _ := s.advanceLive()
+	if id, ok := s.candidate(cursor, kindLive); ok {
+		return plan{kind: kindLive, from: id}, true
+	}
+	first, ok := s.cfg.Ring.FirstUnacked()
+	if ok {
+		if id, ok := s.candidate(first, kindBacklog); ok {
+			return plan{kind: kindBacklog, from: id}, true
+		}
+		if id, ok := s.candidate(first, kindRetry); ok {
+			return plan{kind: kindRetry, from: id}, true
+		}
+	}
+	return plan{kind: kindLive, from: max(cursor, s.cfg.Ring.NextID())}, false
+}
+
+// liveWaiting reports whether a live fragment is ready to go; it also
+// records when one was first seen waiting, so that a backlog slice can
+// yield in time.
+func (s *Sender) liveWaiting() (bool, time.Duration) {
+	cursor := s.liveCursor()
+	_, ok := s.candidate(cursor, kindLive)
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !ok {
+		s.liveReadySince = time.Time{}
+		return false, 0
+	}
+	if s.liveReadySince.IsZero() {
+		s.liveReadySince = now
+	}
+	return true, now.Sub(s.liveReadySince)
+}
+
+// hasBacklog reports whether fragments below the live cursor wait.
+func (s *Sender) hasBacklog() bool {
+	first, ok := s.cfg.Ring.FirstUnacked()
+	if !ok {
+		return false
+	}
+	_, ok = s.candidate(first, kindBacklog)
+	return ok
+}
+
+// backlogStats sums up the backlog (unacknowledged fragments below the
+// live cursor, set-aside ones not counted) and the set-aside fragments
+// still in the ring.
+func (s *Sender) backlogStats(now time.Time) (n int, bytes int64, oldest time.Time, aside int, asideOldest time.Time) {
+	first, ok := s.cfg.Ring.FirstUnacked()
+	if !ok || s.meta == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.meta.Metas(first, func(m ring.Meta) bool {
+		if _, ok := s.aside[m.ID]; ok && !m.Acked {
+			aside++
+			if asideOldest.IsZero() {
+				asideOldest = m.Start
+			}
+			return true
+		}
+		if m.ID >= s.liveFrom {
+			return aside < len(s.aside) // nothing more to count once past both
+		}
+		if s.sendableLocked(m, kindBacklog, now) {
+			n++
+			bytes += m.Size
+			if oldest.IsZero() {
+				oldest = m.Start
+			}
+		}
+		return true
+	})
+	return
+}
+
+// liveCandidate describes the first fragment a live connection would
+// send.
+func (s *Sender) liveCandidate() (ring.Meta, bool) {
+	now := s.cfg.Clock.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out ring.Meta
+	found := false
+	s.meta.Metas(s.liveFrom, func(m ring.Meta) bool {
+		if s.sendableLocked(m, kindLive, now) {
+			out, found = m, true
+			return false
+		}
+		return true
+	})
+	return out, found
+}
+
+// nextAsideDue is when the earliest set-aside fragment is due for a
+// retry; zero when none is set aside.
+func (s *Sender) nextAsideDue() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var t time.Time
+	for _, a := range s.aside {
+		if t.IsZero() || a.NextTry.Before(t) {
+			t = a.NextTry
+		}
+	}
+	return t
+}
+
+func (s *Sender) isAside(id ring.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.aside[id]
+	return ok
+}
