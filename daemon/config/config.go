@@ -38,6 +38,8 @@ const (
 	DefaultKeyframeInterval = 2 * time.Second
 	DefaultRingSize         = 1 * GiB
 	DefaultMode             = ModeLive
+	DefaultUploadOrder      = UploadLiveFirst
+	DefaultMaxLiveLag       = 10 * time.Second
 )
 
 // LogLevel is the value of log_level.
@@ -193,7 +195,22 @@ type Stream struct {
 	RingSize        Size `toml:"ring_size"`
 	Mode            Mode `toml:"mode"`
 	UploadRateLimit Rate `toml:"upload_rate_limit"` // 0 = unlimited
+	// UploadOrder: live-first keeps live video current while a backlog
+	// drains in the spare capacity; in-order sends oldest first.
+	UploadOrder UploadOrder `toml:"upload_order"`
+	// MaxLiveLag bounds how far live video falls behind a draining
+	// backlog (live-first), as long as the link carries the bitrate.
+	MaxLiveLag Duration `toml:"max_live_lag"`
 }
+
+// UploadOrder is the value of stream.upload_order.
+type UploadOrder string
+
+// Upload orders.
+const (
+	UploadLiveFirst UploadOrder = "live-first" // live video first, backlog in spare capacity
+	UploadInOrder   UploadOrder = "in-order"   // oldest first, then live
+)
 
 // Default returns the configuration used for keys the file leaves out.
 // ThingName and Region have no useful default and stay empty.
@@ -223,6 +240,8 @@ func DefaultStream() Stream {
 		KeyframeInterval: Duration(DefaultKeyframeInterval),
 		RingSize:         DefaultRingSize,
 		Mode:             DefaultMode,
+		UploadOrder:      DefaultUploadOrder,
+		MaxLiveLag:       Duration(DefaultMaxLiveLag),
 	}
 }
 

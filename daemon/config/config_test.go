@@ -55,6 +55,7 @@ func TestDefaults(t *testing.T) {
 			Name: "cam-0001", Driver: "v4l2", Device: "/dev/video0", Realtime: true,
 			Width: 1280, Height: 720, FPS: 30, Bitrate: 2000000,
 			KeyframeInterval: Duration(2 * time.Second), RingSize: 1 << 30, Mode: "live",
+			UploadOrder: "live-first", MaxLiveLag: Duration(10 * time.Second),
 		}},
 	}
 	if !reflect.DeepEqual(*c, want) {
@@ -217,7 +218,9 @@ var validationCases = []struct {
 	{"bitrate over quota", func(c *Config) { c.Streams[0].Bitrate = 100_000_001 }, "stream[0].bitrate", "must be 1..100000000"},
 	{"keyframe zero", func(c *Config) { c.Streams[0].KeyframeInterval = 0 }, "stream[0].keyframe_interval", "more than 0 and at most 10s"},
 	{"keyframe long", func(c *Config) { c.Streams[0].KeyframeInterval = Duration(11 * time.Second) }, "stream[0].keyframe_interval", "at most 10s"},
-	{"keyframe below a frame", func(c *Config) { c.Streams[0].KeyframeInterval = Duration(10 * time.Millisecond) }, "stream[0].keyframe_interval", "shorter than one frame at 30 fps"},
+	{"keyframe below the shortest fragment", func(c *Config) { c.Streams[0].KeyframeInterval = Duration(500 * time.Millisecond) }, "stream[0].keyframe_interval", "below 1s, the shortest fragment KVS takes"},
+	{"upload order", func(c *Config) { c.Streams[0].UploadOrder = "newest" }, "stream[0].upload_order", `one of "live-first", "in-order"`},
+	{"live lag short", func(c *Config) { c.Streams[0].MaxLiveLag = Duration(time.Second) }, "stream[0].max_live_lag", "between 2s and 10m0s"},
 	{"fragment too large", func(c *Config) {
 		c.Streams[0].Bitrate = 50_000_000
 		c.Streams[0].KeyframeInterval = Duration(10 * time.Second)

@@ -67,6 +67,8 @@ func (c Change) String() string {
 var streamEffects = map[string]Effect{
 	"upload_rate_limit": EffectLive,
 	"mode":              EffectLive,
+	"upload_order":      EffectRestartDaemon,
+	"max_live_lag":      EffectRestartDaemon,
 	"driver":            EffectRestartSource,
 	"device":            EffectRestartSource,
 	"path":              EffectRestartSource,

@@ -19,6 +19,13 @@ const (
 	// MaxKeyframeInterval is the longest KVS accepts for one fragment; a
 	// fragment spans one GOP.
 	MaxKeyframeInterval = 10 * time.Second
+	// MinKeyframeInterval is the shortest fragment KVS accepts.
+	MinKeyframeInterval = time.Second
+	// MinMaxLiveLag and MaxMaxLiveLag bound max_live_lag: below a couple
+	// of seconds every live fragment would switch connections; above a
+	// few minutes live video is not live.
+	MinMaxLiveLag = 2 * time.Second
+	MaxMaxLiveLag = 10 * time.Minute
 	// MaxFragmentSize is the largest fragment KVS accepts.
 	MaxFragmentSize = 50 * MB
 	// MaxBitrate is KVS's per-stream ingest quota of 12.5 MB/s, in bits/s.
@@ -231,8 +238,8 @@ func (s *Stream) validate(v *validator, key string) {
 	switch {
 	case ki <= 0 || ki > MaxKeyframeInterval:
 		v.add(key+".keyframe_interval", "must be more than 0 and at most %s (the longest KVS fragment), got %s; set keyframe_interval = \"2s\"", MaxKeyframeInterval, s.KeyframeInterval)
-	case s.FPS >= MinFPS && ki < time.Second/time.Duration(s.FPS):
-		v.add(key+".keyframe_interval", "%s is shorter than one frame at %d fps; set keyframe_interval = \"2s\"", s.KeyframeInterval, s.FPS)
+	case ki < MinKeyframeInterval:
+		v.add(key+".keyframe_interval", "%s is below %s, the shortest fragment KVS takes (and faster than its 5 fragments/s quota allows below 200ms); set keyframe_interval = \"2s\"", s.KeyframeInterval, MinKeyframeInterval)
 	case s.Bitrate > 0 && Size(int64(s.Bitrate)/8*int64(ki)/int64(time.Second)) > MaxFragmentSize:
 		v.add(key+".keyframe_interval", "%s at %d bit/s makes fragments larger than KVS's %s limit; lower keyframe_interval or bitrate", s.KeyframeInterval, s.Bitrate, MaxFragmentSize)
 	}
@@ -240,6 +247,10 @@ func (s *Stream) validate(v *validator, key string) {
 		v.add(key+".ring_size", "must be at least %s, got %s; set ring_size = \"1GiB\"", MinRingSize, s.RingSize)
 	}
 	oneOf(v, key+".mode", s.Mode, ModeLive, ModeRecord)
+	oneOf(v, key+".upload_order", s.UploadOrder, UploadLiveFirst, UploadInOrder)
+	if lag := s.MaxLiveLag.Std(); lag < MinMaxLiveLag || lag > MaxMaxLiveLag {
+		v.add(key+".max_live_lag", "must be between %s and %s, got %s; set max_live_lag = \"10s\"", MinMaxLiveLag, MaxMaxLiveLag, s.MaxLiveLag)
+	}
 	if s.Mode == ModeLive && s.UploadRateLimit > 0 && s.Bitrate > 0 && int64(s.UploadRateLimit)*8 < int64(s.Bitrate) {
 		v.add(key+".upload_rate_limit", "%s is below the stream's bitrate of %d bit/s, so live upload could never catch up; set at least %s or \"0\" (unlimited)", s.UploadRateLimit, s.Bitrate, Rate((s.Bitrate+7)/8).String())
 	}

@@ -174,7 +174,18 @@ func (s *Sender) nextPlan() (plan, bool) {
 			return plan{kind: kindRetry, from: id}, true
 		}
 	}
-	return plan{kind: kindLive, from: max(cursor, s.cfg.Ring.NextID())}, false
+	return plan{kind: kindLive, from: max(cursor, s.indexEnd(cursor))}, false
+}
+
+// indexEnd is one past the newest fragment in the ring's index, or from
+// when the ring is empty. Unlike Ring.NextID it never counts an append
+// still being written, whose fragment is not in the index yet and must
+// not be passed over.
+func (s *Sender) indexEnd(from ring.ID) ring.ID {
+	if last, ok := s.meta.LastMeta(); ok {
+		return last.ID + 1
+	}
+	return from
 }
 
 // liveWaiting reports whether a live fragment is ready to go; it also

@@ -618,7 +618,7 @@ func (s *Sender) nextToSend(ctx context.Context, from ring.ID, m *modeState, k c
 		case s.meta != nil:
 			// Look the next one up in the index rather than reading
 			// every stored or set-aside fragment on the way.
-			nid := s.cfg.Ring.NextID()
+			end := s.indexEnd(from)
 			id, ok := s.candidate(from, k)
 			switch {
 			case ok:
@@ -626,7 +626,7 @@ func (s *Sender) nextToSend(ctx context.Context, from ring.ID, m *modeState, k c
 			case k != kindLive:
 				return item{}, errSliceDone
 			default:
-				from = max(from, nid)
+				from = max(from, end)
 			}
 		}
 		id, f, err := s.cfg.Ring.Next(ctx, from)

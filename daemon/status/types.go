@@ -114,6 +114,25 @@ type UploaderStatus struct {
 	RateLimit   int64  `json:"rate_limit_bps"`  // bytes per second; 0 = service quota only
 	Connections uint64 `json:"connections"`
 	BytesSent   uint64 `json:"bytes_sent"`
+	// UploadOrder is "live-first" or "in-order". LiveLag is how far the
+	// cloud is behind live video; the backlog (what an outage left, sent
+	// in the spare capacity) is described by its size and the age of its
+	// oldest fragment.
+	UploadOrder  string   `json:"upload_order,omitempty"`
+	LiveLag      Duration `json:"live_lag"`
+	Backlog      int      `json:"backlog_fragments"`
+	BacklogBytes int64    `json:"backlog_bytes"`
+	BacklogAge   Duration `json:"backlog_age"`
+	// SetAside counts fragments that kept failing and were put aside
+	// (kept, retried later) so the stream could go on.
+	SetAside      int    `json:"set_aside"`
+	SetAsideTotal uint64 `json:"set_aside_total"`
+	// Stale counts connections dropped for taking data without
+	// acknowledging it.
+	Stale uint64 `json:"stale_connections"`
+	// ClockOffset is the correction applied when signing because the
+	// service refused the device's time.
+	ClockOffset Duration `json:"clock_offset,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a number of

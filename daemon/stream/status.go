@@ -97,6 +97,16 @@ func (s *Stream) Status() status.Stream {
 		RateLimit:   ss.RateLimit,
 		Connections: ss.Connections,
 		BytesSent:   ss.Bytes,
+
+		UploadOrder:   ss.UploadOrder,
+		LiveLag:       status.Duration(ss.LiveLag),
+		Backlog:       ss.Backlog,
+		BacklogBytes:  ss.BacklogBytes,
+		BacklogAge:    status.Duration(ss.BacklogAge),
+		SetAside:      ss.SetAside,
+		SetAsideTotal: ss.SetAsideTotal,
+		Stale:         ss.Stale,
+		ClockOffset:   status.Duration(ss.ClockOffset),
 	}
 	out.Mode = ss.Mode
 	out.FragmentsAcked = ss.Acked

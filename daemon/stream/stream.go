@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -554,6 +555,10 @@ func applySenderSettings(snd *sender.Sender, st config.Stream) error {
 	return snd.SetMode(string(st.Mode))
 }
 
+// SetAsideFileName is the file in a stream's ring directory that keeps
+// the fragments the sender set aside across restarts.
+const SetAsideFileName = "setaside.json"
+
 // SenderConfig maps the configuration file's keys for one [[stream]] onto
 // a sender Config. The caller adds what the file does not hold: Ring,
 // Credentials and Logger.
@@ -565,8 +570,14 @@ func applySenderSettings(snd *sender.Sender, st config.Stream) error {
 //	stream.name              -> Stream
 //	stream.mode              -> Mode
 //	stream.upload_rate_limit -> RateLimit
+//	stream.upload_order      -> UploadOrder
+//	stream.max_live_lag      -> MaxLiveLag
+//	(ring directory)         -> SetAsideFile
 func SenderConfig(c *config.Config, st config.Stream) sender.Config {
 	return sender.Config{
+		UploadOrder:     string(st.UploadOrder),
+		MaxLiveLag:      st.MaxLiveLag.Std(),
+		SetAsideFile:    filepath.Join(c.RingDir(st.Name), SetAsideFileName),
 		Stream:          st.Name,
 		Region:          c.Region,
 		ControlEndpoint: c.KVS.Endpoint,
