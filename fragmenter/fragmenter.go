@@ -19,6 +19,10 @@ const (
 	// MaxFragmentDuration is the KVS limit: a longer fragment is rejected
 	// whole (error 4002), so the fragmenter cuts before it.
 	MaxFragmentDuration = 10 * time.Second
+	// MaxFragmentBytes is where the fragmenter cuts a fragment by size:
+	// below the service's 50 MB limit (MaxClusterSize, error 4001), with
+	// room for one more large frame and the block headers.
+	MaxFragmentBytes = MaxClusterSize - 2<<20
 	// initialClusterCap is the first cluster buffer's size; later buffers
 	// are sized from the fragments seen so far.
 	initialClusterCap = 256 << 10
@@ -146,6 +150,13 @@ func (f *Fragmenter) Push(fr media.Frame) (out Fragment, ok bool) {
 				f.log.Warn("fragment cut at the duration limit without a key frame; dropping frames until the next IDR",
 					"limit", f.max, "timecode", out.Timecode)
 			}
+		case len(f.cluster)+frameBytes(fr.NALUs) > MaxFragmentBytes:
+			out, ok = f.finish(t)
+			if !idr {
+				f.stats.Cut++
+				f.log.Warn("fragment cut at the size limit without a key frame; dropping frames until the next IDR",
+					"limit", MaxFragmentBytes, "timecode", out.Timecode)
+			}
 		default:
 			if !f.requested && f.reached(elapsed) && f.keys != nil {
 				f.requested = true
@@ -163,6 +174,15 @@ func (f *Fragmenter) Push(fr media.Frame) (out Fragment, ok bool) {
 	}
 	f.add(fr, t)
 	return out, ok
+}
+
+// frameBytes is about what a frame adds to a cluster.
+func frameBytes(nalus [][]byte) int {
+	n := 32 // block header and lengths
+	for _, u := range nalus {
+		n += 4 + len(u)
+	}
+	return n
 }
 
 // reached reports whether a fragment that has run for elapsed ms has

@@ -325,3 +325,23 @@ func fuzzUnits(data []byte) [][][]byte {
 	aus, _ := readUnits(data)
 	return aus
 }
+
+// TestCutAtMaxBytes makes frames so large that a GOP would exceed the
+// service's 50 MB fragment limit: the fragment is cut before it.
+func TestCutAtMaxBytes(t *testing.T) {
+	aus := accessUnits(t, testclips.Get("baseline-repeat.h264").Read(t))
+	big := append([]byte{0x06}, bytes.Repeat([]byte{0x80}, 6<<20)...) // a large SEI NAL unit
+	frs := frames(aus[:10], epoch, time.Second/30)
+	for i := range frs {
+		frs[i].NALUs = append(frs[i].NALUs[:len(frs[i].NALUs):len(frs[i].NALUs)], big)
+	}
+	f := New(Config{})
+	frags := fragmentAll(f, frs)
+	st := f.Stats()
+	if len(frags) != 1 || st.Cut != 1 || st.DroppedNoIDR == 0 {
+		t.Fatalf("%d fragments, stats %+v: want one fragment cut by size and the rest of the GOP dropped", len(frags), st)
+	}
+	if n := len(frags[0].Cluster); n > MaxClusterSize || n < MaxFragmentBytes-7<<20 {
+		t.Fatalf("fragment of %d bytes; want just below %d", n, MaxFragmentBytes)
+	}
+}

@@ -157,8 +157,20 @@ func (s *Sender) liveCursor() ring.ID {
 // first, else set-aside fragments due for a retry, else it waits for live
 // video. The bool is false in that last case.
 func (s *Sender) nextPlan() (plan, bool) {
-	if !s.liveFirst() {
+	if s.meta == nil {
 		return plan{kind: kindLive, from: s.resumePoint()}, true
+	}
+	if !s.liveFirst() {
+		// In order: everything from the first unacknowledged fragment,
+		// then the set-aside ones when their time comes.
+		from := s.resumePoint()
+		if id, ok := s.candidate(from, kindLive); ok {
+			return plan{kind: kindLive, from: id}, true
+		}
+		if id, ok := s.candidate(from, kindRetry); ok {
+			return plan{kind: kindRetry, from: id}, true
+		}
+		return plan{kind: kindLive, from: max(from, s.indexEnd(from))}, false
 	}
 	s.resumePoint() // trims the acked set
 	cursor, _ := s.advanceLive()

@@ -45,7 +45,17 @@ func (h *harness) storedOnce(gone map[int64]bool) {
 // MaxAttempts, the fragments behind it go on, and it is retried later.
 func TestPoisonFragmentSetAside(t *testing.T) {
 	t.Parallel()
+	for _, order := range []string{OrderLiveFirst, OrderInOrder} {
+		t.Run(order, func(t *testing.T) {
+			t.Parallel()
+			testPoisonFragment(t, order)
+		})
+	}
+}
+
+func testPoisonFragment(t *testing.T, order string) {
 	h := newHarness(t, quickCheck(), withConfig(func(c *Config) {
+		c.UploadOrder = order
 		c.MaxAttempts = 3
 		c.SetAsideRetry = time.Hour // retried below by moving its time
 	}))
