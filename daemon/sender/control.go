@@ -132,6 +132,13 @@ func (c *control) ensure(ctx context.Context) (int32, error) {
 	return r, nil
 }
 
+// retentionNow is the retention last described.
+func (c *control) retentionNow() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Duration(c.retention) * time.Hour
+}
+
 func (c *control) create(ctx context.Context) error {
 	name := c.cfg.Stream
 	cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
@@ -460,6 +463,54 @@ func TestContiguous(t *testing.T) {
 	for _, c := range cases {
 		if got := contiguous(c.a, c.b); got != c.want {
 			t.Errorf("contiguous(%d@%d, %d@%d) = %v, want %v", c.a.id, c.a.f.Timecode, c.b.id, c.b.f.Timecode, got, c.want)
+		}
+	}
+}
+
+// A retention changed while the sender runs is noticed: with retention
+// the fragments are acknowledged on PERSISTED instead of RECEIVED.
+func TestRetentionChangeNoticed(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, quickCheck(), withRetention(0), withConfig(func(c *Config) {
+		c.EndpointTTL = 200 * time.Millisecond
+		c.IdleClose = 300 * time.Millisecond
+	}))
+	frags := clipFragments(t, "baseline-repeat.h264", 1, testStart())
+	h.append(frags[:2]...)
+	h.start()
+	h.waitAllAcked()
+	client := kinesisvideo.New(kinesisvideo.Options{
+		Region:       "eu-west-1",
+		BaseEndpoint: aws.String(h.kvs.URL),
+		Credentials:  credentials.StaticCredentialsProvider{Value: h.kvs.Credentials()},
+	})
+	ctx := context.Background()
+	out, err := client.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(testStream)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.UpdateDataRetention(ctx, &kinesisvideo.UpdateDataRetentionInput{
+		StreamName:                 aws.String(testStream),
+		CurrentVersion:             out.StreamInfo.Version,
+		Operation:                  types.UpdateDataRetentionOperationIncreaseDataRetention,
+		DataRetentionChangeInHours: aws.Int32(24),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the new retention noticed", func() bool { return h.s.Stats().Retention == 24*time.Hour })
+	h.retention = 24 * time.Hour // storedOnce now checks PERSISTED
+	h.waitFor("the idle connection closed", func() bool { return !h.kvs.Connected(testStream) })
+	later := frags[2:]
+	h.append(later...)
+	h.waitAllAcked()
+	persisted := map[int64]bool{}
+	for _, f := range h.kvs.Fragments(testStream) {
+		persisted[f.Timecode] = persisted[f.Timecode] || f.Persisted
+	}
+	for _, f := range later {
+		if !persisted[f.Timecode] {
+			t.Errorf("fragment %d acknowledged in the ring but not PERSISTED after retention was added", f.Timecode)
 		}
 	}
 }

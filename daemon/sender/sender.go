@@ -350,6 +350,10 @@ type Stats struct {
 	// ClockOffset is the correction applied to the device clock when
 	// signing, learnt from a refused request time; zero when none.
 	ClockOffset time.Duration
+	// Retention is the stream's data retention as last described (it is
+	// described again every EndpointTTL, so a change is noticed); 0 means
+	// none, and fragments are then acknowledged on RECEIVED.
+	Retention time.Duration
 }
 
 // Stats returns a snapshot; safe to call at any time.
@@ -390,6 +394,7 @@ func (s *Sender) Stats() Stats {
 	st.Skipped = s.skipped.Load()
 	st.Bytes = s.bytesSent.Load()
 	st.Stale = s.stale.Load()
+	st.Retention = s.ctrl.retentionNow()
 	st.Restarts = s.restarts.Load()
 	now := s.cfg.Clock.Now()
 	if rs := s.cfg.Ring.Stats(); !rs.OldestUnacked.IsZero() {
