@@ -45,7 +45,7 @@ type offsetSigner struct {
 }
 
 func (o offsetSigner) SignHTTP(ctx context.Context, creds aws.Credentials, r *http.Request, payloadHash, service, region string, t time.Time, optFns ...func(*v4.SignerOptions)) error {
-	if d := t.Sub(time.Now()); d < sdkSkewThreshold && d > -sdkSkewThreshold {
+	if d := time.Until(t); d < sdkSkewThreshold && d > -sdkSkewThreshold {
 		t = t.Add(o.skew())
 	}
 	return o.inner.SignHTTP(ctx, creds, r, payloadHash, service, region, t, optFns...)

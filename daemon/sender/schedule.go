@@ -68,12 +68,9 @@ type plan struct {
 	from ring.ID
 }
 
-// errSliceDone ends a backlog or retry connection: it has nothing more to
-// send, or live video is waiting.
-var (
-	errSliceDone = errors.New("backlog slice done")
-	errLiveReady = errors.New("live video waiting")
-)
+// errSliceDone ends a backlog or retry connection that has nothing more
+// to send.
+var errSliceDone = errors.New("backlog slice done")
 
 func (s *Sender) liveFirst() bool { return s.meta != nil && s.cfg.UploadOrder == OrderLiveFirst }
 

@@ -144,7 +144,7 @@ func (s *Sender) signTime() time.Time {
 // clock: the device clock's own difference (none for the system clock)
 // plus the learnt offset.
 func (s *Sender) controlSkew() time.Duration {
-	return s.signTime().Sub(time.Now())
+	return time.Until(s.signTime())
 }
 
 // byteRate is the pace of the byte bucket for an upload_rate_limit: the
