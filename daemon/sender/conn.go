@@ -696,11 +696,23 @@ func (c *conn) ackError(ev ack.Event) error {
 		c.store(f, true)
 		return fail(ClassSkip, "sender %s: %s (ring id %d) given up", s.cfg.Stream, desc, f.id)
 	case ClassRestart:
-		if f != nil && f.id == c.firstID {
+		if f == nil {
+			return fail(ClassRestart, "sender %s: %s; starting a new connection", s.cfg.Stream, desc)
+		}
+		if f.id == c.firstID {
 			// Refused even as the first fragment of a connection: count
 			// it like any other retryable failure.
 			return c.retryOrSetAside(f, ev, desc)
 		}
+		// Counted too, so that a fragment refused this way again and
+		// again cannot restart connections forever.
+		if _, exhausted := s.noteAttempt(f); exhausted {
+			s.setAside(f, ev.ErrorID, desc)
+			return fail(ClassSetAside, "sender %s: %s (ring id %d) set aside after %d attempts", s.cfg.Stream, desc, f.id, s.cfg.MaxAttempts)
+		}
+		s.mu.Lock()
+		s.restartAt, s.restartSet = f.id, true
+		s.mu.Unlock()
 		return fail(ClassRestart, "sender %s: %s; starting a new connection with it", s.cfg.Stream, desc)
 	case ClassSetAside:
 		if f == nil {

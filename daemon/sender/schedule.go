@@ -154,6 +154,21 @@ func (s *Sender) liveCursor() ring.ID {
 // first, else set-aside fragments due for a retry, else it waits for live
 // video. The bool is false in that last case.
 func (s *Sender) nextPlan() (plan, bool) {
+	s.mu.Lock()
+	at, restart := s.restartAt, s.restartSet
+	s.restartSet = false
+	_, aside := s.aside[at]
+	s.mu.Unlock()
+	if restart && !aside && !s.isAcked(at) {
+		// After a 4004 the refused fragment opens the next connection;
+		// fragments before it that were not stored yet follow in a
+		// connection of their own.
+		k := kindLive
+		if s.liveFirst() && at < s.liveCursor() {
+			k = kindBacklog
+		}
+		return plan{kind: k, from: at}, true
+	}
 	if s.meta == nil {
 		return plan{kind: kindLive, from: s.resumePoint()}, true
 	}

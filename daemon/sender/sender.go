@@ -74,6 +74,10 @@ type Sender struct {
 	// skipCode and skipRun count fragments refused in a row with the same
 	// skip code (the circuit breaker).
 	skipCode, skipRun int
+	// restartAt is where the next connection starts after a 4004, when
+	// restartSet.
+	restartAt  ring.ID
+	restartSet bool
 	// clockOffset (ns) is added to the device clock when signing.
 	clockOffset atomic.Int64
 
