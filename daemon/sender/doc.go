@@ -4,11 +4,36 @@
 //
 // One Sender serves one stream and keeps at most one PutMedia connection
 // open, because the service allows one per stream and throttles the newest
-// when there are more. A connection starts at the oldest fragment not yet
-// acknowledged, streams fragments in ring (= timecode) order as fast as the
-// link and the per-stream quotas allow, and then follows live data. Every
-// failure ends the connection; the next one resumes from the first fragment
-// not yet acknowledged, after a back-off that depends on the kind of failure.
+// when there are more. Within a connection fragments go out in ring order
+// with strictly increasing timecodes; a fragment whose timecode is not
+// after the previous one starts a new connection.
+//
+// Scheduling (schedule.go). With UploadOrder in-order a connection starts
+// at the oldest fragment not yet acknowledged and follows the ring. With
+// live-first (the default) the sender keeps a live cursor, a ring id:
+// fragments from it on are live, unacknowledged ones below it are the
+// backlog. Before each connection, and after each fragment of a live
+// connection, the cursor moves up to the live edge, the first fragment
+// ending within MaxLiveLag of the newest one, so live video that fell
+// further behind is left to the backlog. Then:
+//
+//   - live video waiting: a live connection follows the ring from the
+//     cursor; once it has sent everything there and a backlog waits, it
+//     ends (the spare capacity goes to the backlog);
+//   - else a backlog connection sends the backlog oldest first and ends at
+//     the first fragment boundary after live video has waited
+//     MaxLiveLag/2, or when the backlog is through;
+//   - else a retry connection sends set-aside fragments whose time came;
+//   - else the sender waits for live video.
+//
+// Failures are per fragment (see AckErrorClass): a fragment that keeps
+// failing is set aside (kept in the ring, reported, persisted in
+// Config.SetAsideFile, retried later) and the stream goes on. Every failure
+// ends the connection; the next one starts as the scheduler says, after a
+// back-off that depends on the kind of failure. A connection is also
+// ended when it takes data without acknowledging it (StaleFragments,
+// StaleMedia, StaleWait), when a write stalls, or when a fragment is not
+// RECEIVED or PERSISTED in time.
 //
 // Goroutines: Run owns everything. Each connection has three goroutines for
 // its lifetime: the writer (Run's own goroutine, feeding the request body
