@@ -30,10 +30,10 @@ const (
 	DefaultIdleTimeout           = kvs.IdleTimeout
 	DefaultIdleAckInterval       = 3 * time.Second
 	DefaultMaxConnectionDuration = kvs.MaxConnectionAge
-	// DefaultMaxFragmentDuration is stricter than the service's
-	// kvs.MaxFragmentDuration: the fragmenter never makes fragments longer
-	// than 10 s, so a longer one here means a bug on the producer side.
-	DefaultMaxFragmentDuration   = 10 * time.Second
+	// DefaultMinFragmentDuration and DefaultMaxFragmentDuration are the
+	// service's hard limits (quotas page, PutMedia: 1 s and 20 s).
+	DefaultMinFragmentDuration   = kvs.MinFragmentDuration
+	DefaultMaxFragmentDuration   = kvs.MaxFragmentDuration
 	DefaultMaxFragmentSize       = kvs.MaxFragmentBytes
 	DefaultMaxFragmentsPerSecond = kvs.MaxFragmentsPerSecond
 	DefaultMaxBytesPerSecond     = kvs.MaxBytesPerSecond
@@ -42,6 +42,11 @@ const (
 	DefaultMaxTracks             = kvs.MaxTracks
 	DefaultMaxFragmentMetadata   = 10
 	DefaultMaxFutureTimestamp    = 10 * time.Second
+	// DefaultPersistDelay between RECEIVED and PERSISTED: the service
+	// persists a fragment in a fraction of a second, never at once, so a
+	// producer that counts on PERSISTED following RECEIVED in the same
+	// read fails here too.
+	DefaultPersistDelay = 300 * time.Millisecond
 
 	// accountID appears in the ARNs the server makes up.
 	accountID = "123456789012"
@@ -79,16 +84,24 @@ type Options struct {
 	// MaxConnectionDuration ends a PutMedia connection with ERROR 4003
 	// (default 45 min).
 	MaxConnectionDuration time.Duration
-	// MaxFragmentDuration (default 10 s) and MaxFragmentSize (default
+	// MaxFragmentDuration (default 20 s) and MaxFragmentSize (default
 	// 50 MB) give ERROR 4002 and 4001.
 	MaxFragmentDuration time.Duration
 	MaxFragmentSize     int64
+	// MinFragmentDuration (default 1 s, negative disables) gives ERROR
+	// 4002 with ErrorCode MIN_FRAGMENT_DURATION_REACHED. A fragment's
+	// duration runs from its start to the next fragment's start on the
+	// connection; the last one of a connection counts its last frame's
+	// start plus the average frame interval, and a one-frame fragment at
+	// the end of a connection is not checked.
+	MinFragmentDuration time.Duration
 	// MaxFutureTimestamp: a fragment stamped further ahead of the server
 	// clock gets ERROR 4007 (default 10 s; negative disables the check).
 	MaxFutureTimestamp time.Duration
-	// MaxFragmentsPerSecond and MaxBytesPerSecond throttle ingestion per
-	// stream by reading the body more slowly (defaults 5 and 12.5 MB/s;
-	// negative disables).
+	// MaxFragmentsPerSecond (default 5) refuses a fragment that starts
+	// when a bucket of one second's fragments is empty (ERROR 4000);
+	// MaxBytesPerSecond (default 12.5 MB/s) slows the body down, as a
+	// saturated link would. Negative disables either.
 	MaxFragmentsPerSecond float64
 	MaxBytesPerSecond     float64
 	// PutMediaCallsPerSecond and ControlCallsPerSecond per stream before
@@ -103,7 +116,8 @@ type Options struct {
 	// AckFraming decides how ACK objects are laid out on the wire
 	// (default FramingMixed).
 	AckFraming Framing
-	// PersistDelay is the wait between RECEIVED and PERSISTED.
+	// PersistDelay is the wait between RECEIVED and PERSISTED (default
+	// DefaultPersistDelay; negative: none).
 	PersistDelay time.Duration
 	// AckOpenFragmentAfter, when > 0, acknowledges the open fragment once
 	// the producer has sent no bytes for this long. The service does not
@@ -155,6 +169,8 @@ func (o *Options) setDefaults() {
 	def(&o.IdleAckInterval, DefaultIdleAckInterval)
 	def(&o.MaxConnectionDuration, DefaultMaxConnectionDuration)
 	def(&o.MaxFragmentDuration, DefaultMaxFragmentDuration)
+	def(&o.MinFragmentDuration, DefaultMinFragmentDuration)
+	def(&o.PersistDelay, DefaultPersistDelay)
 	def(&o.MaxFutureTimestamp, DefaultMaxFutureTimestamp)
 	if o.MaxFragmentSize == 0 {
 		o.MaxFragmentSize = DefaultMaxFragmentSize
@@ -297,7 +313,12 @@ func (s *Server) listenLocked() error {
 	if s.opts.SeparateDataEndpoint {
 		daddr := s.dataAddr
 		if daddr == "" {
-			daddr = "127.0.0.1:0"
+			// Same host as the control endpoint, any port.
+			host, _, err := net.SplitHostPort(s.addr)
+			if err != nil {
+				host = "127.0.0.1"
+			}
+			daddr = net.JoinHostPort(host, "0")
 		}
 		durl, dhs, err := s.serveLocked(&s.dataAddr, daddr, dataPlane{s})
 		if err != nil {
@@ -322,7 +343,13 @@ func (s *Server) serveLocked(keep *string, addr string, h http.Handler) (string,
 	url := "http://" + *keep
 	if s.opts.TLS {
 		if s.cert == nil {
-			cert, pemBytes, err := selfSigned(s.now())
+			var extra []net.IP
+			if host, _, err := net.SplitHostPort(*keep); err == nil {
+				if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() && !ip.IsUnspecified() {
+					extra = append(extra, ip)
+				}
+			}
+			cert, pemBytes, err := selfSigned(s.now(), extra)
 			if err != nil {
 				ln.Close()
 				return "", nil, err
@@ -351,6 +378,7 @@ type dataPlane struct{ s *Server }
 func (d dataPlane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := d.s
 	reqID := s.newRequestID()
+	setDate(w.Header(), s.now())
 	if s.isDown503() {
 		writeAPIError(w, reqID, &apiError{http.StatusServiceUnavailable, excServiceUnavailable, "Service Unavailable"})
 		return
@@ -409,6 +437,7 @@ func (s *Server) newRequestID() string {
 // ServeHTTP routes control-plane and data-plane calls.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := s.newRequestID()
+	setDate(w.Header(), s.now())
 	if s.isDown503() {
 		writeAPIError(w, reqID, &apiError{http.StatusServiceUnavailable, excServiceUnavailable, "Service Unavailable"})
 		return
