@@ -244,17 +244,17 @@ type parser struct {
 	pos  int64
 	sink fragmentSink
 
-	docType       string
-	scale         int64 // TimecodeScale in ns
-	tracks        []track
-	sawInfo       bool
-	header        []byte // EBML header + Segment start + Info + Tracks, as a playable prefix
-	inSegment     bool
-	segEnd        int64 // -1: unknown size
-	clusterSeen   bool
-	prevLastAbs   int64
-	havePrev      bool
-	open          *fragment
+	docType     string
+	scale       int64 // TimecodeScale in ns
+	tracks      []track
+	sawInfo     bool
+	header      []byte // EBML header + Segment start + Info + Tracks, as a playable prefix
+	inSegment   bool
+	segEnd      int64 // -1: unknown size
+	clusterSeen bool
+	prevLastAbs int64
+	havePrev    bool
+	open        *fragment
 	// held is a fragment the next Cluster ended, kept until that Cluster's
 	// Timecode gives its exact duration for the minimum-duration rule
 	// (only with MinFragmentDuration > 0; then two fragments are held).
