@@ -478,7 +478,7 @@ func (ss *session) fragmentStart(f *fragment) error {
 		// outruns the quota sees it at once instead of a slowed body.
 		return &StreamError{Code: ErrStreamRead, Msg: fmt.Sprintf("more than %g fragments per second on this stream (quota)", o.MaxFragmentsPerSecond), Timecode: f.timecode}
 	}
-	f.failCode, f.dropAfter = ss.st.faults.fragmentStarted()
+	f.failCode, f.dropAfter = ss.st.faults.fragmentStarted(f.timecode)
 	f.number = ss.s.nextFragmentNumber()
 	ss.mu.Lock()
 	ss.open = f

@@ -214,9 +214,10 @@ type Server struct {
 	cert     *tls.Certificate
 	certPEM  []byte
 
-	wg        sync.WaitGroup // PutMedia sessions
-	fragSeq   atomic.Int64
-	requestID atomic.Int64
+	wg          sync.WaitGroup // PutMedia sessions
+	fragSeq     atomic.Int64
+	requestID   atomic.Int64
+	clockOffset atomic.Int64 // ns added to Options.Now (SetClockOffset)
 }
 
 type connKey struct{}
@@ -426,7 +427,7 @@ func (s *Server) Close() {
 	s.mu.Unlock()
 }
 
-func (s *Server) now() time.Time { return s.opts.Now() }
+func (s *Server) now() time.Time { return s.opts.Now().Add(time.Duration(s.clockOffset.Load())) }
 
 func (s *Server) newRequestID() string {
 	var b [8]byte
