@@ -888,17 +888,19 @@ func (p *parser) complete(reason string) error {
 const reasonNextCluster = "next cluster"
 
 // estimatedDuration is a fragment's duration when no next fragment follows
-// on the connection: first to last frame plus one average frame interval,
-// plus two timecode ticks, the most that rounding frame times to the
-// TimecodeScale can take off that estimate (30 frames a second in
-// milliseconds make a 1 s fragment 999.3 ms long otherwise). A one-frame
-// fragment has no interval to go by and gives -1 (unknown).
+// on the connection, for the minimum-duration rule: first to last frame
+// plus two average frame intervals and two timecode ticks. One interval is
+// the last frame's own; the second allows for capture jitter in frame
+// times (a 1 s GOP captured live can span 960 ms to its last frame), and
+// the ticks for rounding frame times to the TimecodeScale. A fragment cut
+// well short (a flush at shutdown) still fails. A one-frame fragment has
+// no interval to go by and gives -1 (unknown).
 func (p *parser) estimatedDuration(f *fragment) time.Duration {
 	if f.frames < 2 {
 		return -1
 	}
 	span := f.lastAbs - f.start
-	return time.Duration(span + span/int64(f.frames-1) + 2*p.scale)
+	return time.Duration(span + 2*span/int64(f.frames-1) + 2*p.scale)
 }
 
 // checkMinDuration refuses a fragment shorter than the service's minimum;

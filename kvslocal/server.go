@@ -91,9 +91,9 @@ type Options struct {
 	// MinFragmentDuration (default 1 s, negative disables) gives ERROR
 	// 4002 with ErrorCode MIN_FRAGMENT_DURATION_REACHED. A fragment's
 	// duration runs from its start to the next fragment's start on the
-	// connection; the last one of a connection counts its last frame's
-	// start plus the average frame interval, and a one-frame fragment at
-	// the end of a connection is not checked.
+	// connection; the last one of a connection is measured from its
+	// frames, with a frame interval's allowance for capture jitter, and a
+	// one-frame fragment at the end of a connection is not checked.
 	MinFragmentDuration time.Duration
 	// MaxFutureTimestamp: a fragment stamped further ahead of the server
 	// clock gets ERROR 4007 (default 10 s; negative disables the check).
