@@ -15,7 +15,8 @@ import (
 // it has no authentication. Parameters are query or form values:
 //
 //	POST /fail?stream=S&code=5000&skip=0     FailFragment
-//	POST /poison?stream=S&code=5000          PoisonFragment
+//	POST /poison?stream=S&code=5000&attempts=0  PoisonFragment
+//	POST /stallopen?stream=S                 StallOpenAcks
 //	POST /drop?stream=S&after=1000           DropConnection
 //	POST /stall?stream=S[&for=10s]           StallAcks (until /release without for)
 //	POST /release?stream=S                   end a /stall
@@ -90,7 +91,11 @@ func (s *Server) FaultHandler() http.Handler {
 		if err != nil {
 			return err
 		}
-		return s.PoisonFragment(r.FormValue("stream"), int(code))
+		attempts, err := num(r, "attempts", 0)
+		if err != nil {
+			return err
+		}
+		return s.PoisonFragment(r.FormValue("stream"), int(code), int(attempts))
 	})
 	post("/drop", func(r *http.Request) error {
 		after, err := num(r, "after", 0)
@@ -116,6 +121,7 @@ func (s *Server) FaultHandler() http.Handler {
 		releases[name] = release
 		return nil
 	})
+	post("/stallopen", func(r *http.Request) error { return s.StallOpenAcks(r.FormValue("stream")) })
 	post("/release", func(r *http.Request) error {
 		defer lock()()
 		name := r.FormValue("stream")

@@ -17,14 +17,22 @@ type faults struct {
 	stallGen  int
 	slowBPS   int64
 	poisons   []poison
+	stallUpTo int // connections numbered up to this never get ACKs
 }
 
-// poison fails every attempt at one fragment, identified by its Cluster
+func (f *faults) connStalled(num int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return num <= f.stallUpTo
+}
+
+// poison fails attempts at one fragment, identified by its Cluster
 // Timecode once the first attempt binds it.
 type poison struct {
-	code  int
-	tc    int64 // -1 until bound
-	times int   // attempts failed so far
+	code     int
+	tc       int64 // -1 until bound
+	times    int   // attempts failed so far
+	attempts int   // attempts to fail; 0: all
 }
 
 type fragmentFailure struct {
@@ -53,7 +61,7 @@ func (f *faults) fragmentStarted(tc int64) (code int, drop int64) {
 		if p.tc < 0 {
 			p.tc = tc
 		}
-		if p.tc == tc {
+		if p.tc == tc && (p.attempts == 0 || p.times < p.attempts) {
 			p.times++
 			return p.code, drop
 		}
@@ -113,16 +121,16 @@ func (s *Server) FailFragment(name string, code, skip int) error {
 }
 
 // PoisonFragment makes the next fragment to start on the stream fail with
-// ERROR code, and every later attempt at a fragment with the same
-// timecode too: a fragment the service refuses however often it is sent.
-// The other armed faults do not age on it.
-func (s *Server) PoisonFragment(name string, code int) error {
+// ERROR code, and later attempts at a fragment with the same timecode too,
+// attempts times in all (0: for ever): a fragment the service keeps
+// refusing. The other armed faults do not age on it.
+func (s *Server) PoisonFragment(name string, code, attempts int) error {
 	st, err := s.faultStream(name)
 	if err != nil {
 		return err
 	}
 	st.faults.mu.Lock()
-	st.faults.poisons = append(st.faults.poisons, poison{code: code, tc: -1})
+	st.faults.poisons = append(st.faults.poisons, poison{code: code, tc: -1, attempts: attempts})
 	st.faults.mu.Unlock()
 	return nil
 }
@@ -189,6 +197,24 @@ func (s *Server) StallAcks(name string) (release func(), err error) {
 			}
 		})
 	}, nil
+}
+
+// StallOpenAcks withholds every ACK of the PutMedia connections open or
+// made so far on the stream, for ever, while they keep reading: a
+// connection that takes bytes but never acknowledges. Connections made
+// later acknowledge normally.
+func (s *Server) StallOpenAcks(name string) error {
+	st, err := s.faultStream(name)
+	if err != nil {
+		return err
+	}
+	st.mu.Lock()
+	upTo := st.conns
+	st.mu.Unlock()
+	st.faults.mu.Lock()
+	st.faults.stallUpTo = upTo
+	st.faults.mu.Unlock()
+	return nil
 }
 
 // StallAcksFor withholds ACKs for d.

@@ -389,6 +389,9 @@ func (ss *session) ackLoop() {
 		q := ss.queue[0]
 		ss.queue = ss.queue[1:]
 		ss.mu.Unlock()
+		if ss.st.faults.connStalled(ss.num) {
+			continue // never sent (StallOpenAcks)
+		}
 		for ch := ss.st.faults.stallChan(); ch != nil; ch = ss.st.faults.stallChan() {
 			select {
 			case <-ch:

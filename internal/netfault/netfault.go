@@ -304,3 +304,26 @@ func output(name string, args ...string) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// Established returns the local ports of the camera side's established
+// TCP connections to the host side's port.
+func (l *Link) Established(port int) (map[int]bool, error) {
+	out, err := output("ip", "netns", "exec", l.NS, "ss", "-Htn", "state", "established", "dst", l.HostIP, "dport", "= :"+strconv.Itoa(port))
+	if err != nil {
+		return nil, err
+	}
+	ports := map[int]bool{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		local := f[len(f)-2]
+		if i := strings.LastIndexByte(local, ':'); i >= 0 {
+			if p, err := strconv.Atoi(local[i+1:]); err == nil {
+				ports[p] = true
+			}
+		}
+	}
+	return ports, nil
+}
