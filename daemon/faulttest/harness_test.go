@@ -6,7 +6,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -24,9 +26,11 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/internal/netfault"
 	"github.com/kvscamd/kvscamd/internal/testclips"
 	"github.com/kvscamd/kvscamd/kvslocal"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 const (
@@ -436,7 +440,7 @@ func persistedCount(frags []kvslocal.Fragment) map[int64]int {
 // drainAll waits until every fragment the daemon stored that ended by
 // mark is persisted, then stops the daemon and counts lost and duplicated
 // fragments. It returns when the last of those was persisted.
-func (r *rig) drainAll(mark time.Time, limit time.Duration) time.Time {
+func (r *rig) drainAll(mark time.Time, limit time.Duration) (time.Time, []ringFragment) {
 	r.t.Helper()
 	deadline := time.Now().Add(limit)
 	var lastPersist time.Time
@@ -494,7 +498,7 @@ func (r *rig) drainAll(mark time.Time, limit time.Duration) time.Time {
 	if n == 0 {
 		r.t.Errorf("the daemon stored no fragment before the end mark")
 	}
-	return lastPersist
+	return lastPersist, stored
 }
 
 func first[T any](s []T, n int) []T {
@@ -520,11 +524,14 @@ func (r *rig) lags(from, to time.Time) []time.Duration {
 	return out
 }
 
-// judgeLive records p50/p99 of the lags and fails when any exceeds bound.
-func (r *rig) judgeLive(lags []time.Duration, bound time.Duration, what string) {
+// judgeLive records p50/p99 of the lags of the fragments made in
+// [from, to) and fails when any exceeds bound. Call it after drainAll, so
+// that fragments ingested late count with their lag.
+func (r *rig) judgeLive(from, to time.Time, bound time.Duration, what string) {
 	r.t.Helper()
+	lags := r.lags(from, to)
 	if len(lags) == 0 {
-		r.t.Errorf("%s: no live fragment to judge", what)
+		r.t.Errorf("%s: no fragment made between %s and %s reached the endpoint", what, from.Format("15:04:05.000"), to.Format("15:04:05.000"))
 		return
 	}
 	s := slices.Clone(lags)
@@ -592,4 +599,63 @@ func (r *rig) finish() {
 	resultsMu.Lock()
 	results = append(results, r.res)
 	resultsMu.Unlock()
+}
+
+// hold lets the scenario run for d (its fault's duration, not a wait for
+// an event), failing at once if the daemon exits meanwhile.
+func (r *rig) hold(d time.Duration) {
+	r.t.Helper()
+	select {
+	case <-time.After(d):
+	case err := <-r.exited:
+		r.daemon = nil
+		r.t.Fatalf("daemon exited during the scenario: %v", err)
+	}
+}
+
+// backlogBytes sums the stored fragments that ended by mark.
+func backlogBytes(stored []ringFragment, from, mark time.Time) int64 {
+	var n int64
+	for _, f := range stored {
+		start := time.UnixMilli(f.tc)
+		if !start.Before(from) && !start.Add(f.dur).After(mark) {
+			n += int64(f.bytes)
+		}
+	}
+	return n
+}
+
+// clipFragments cuts loops replays of c into 1 s fragments with the
+// daemon's fragmenter, frame k stamped start + k/fps.
+func clipFragments(t *testing.T, c testclips.Clip, loops int, start time.Time) []fragmenter.Fragment {
+	t.Helper()
+	data := c.Read(t)
+	fr := fragmenter.New(fragmenter.Config{FragmentDuration: time.Second})
+	var out []fragmenter.Fragment
+	k := 0
+	for range loops {
+		rd := h264.NewReader(bytes.NewReader(data))
+		for {
+			au, err := rd.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("read %s: %v", c.Name, err)
+			}
+			nalus := make([][]byte, len(au))
+			for i, n := range au {
+				nalus[i] = slices.Clone(n)
+			}
+			f, ok := fr.Push(media.Frame{NALUs: nalus, Time: start.Add(time.Duration(k) * time.Second / time.Duration(c.FPS)), Key: h264.IsIDR(nalus), Seq: uint64(k)})
+			k++
+			if ok {
+				f.Cluster = slices.Clone(f.Cluster)
+				out = append(out, f)
+			}
+		}
+	}
+	// The open fragment is left out: cut short, it would be under the
+	// service's minimum duration.
+	return out
 }
