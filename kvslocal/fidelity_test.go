@@ -3,8 +3,10 @@ package kvslocal_test
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,5 +89,87 @@ func TestRecordUnpersistedOnDrop(t *testing.T) {
 		if err := json.Unmarshal(l, &f); err != nil || f.Persisted {
 			t.Fatalf("line %s (%v): want persisted false", l, err)
 		}
+	}
+}
+
+// A poisoned fragment is refused on every attempt up to its count, on new
+// connections too, and then accepted.
+func TestPoisonFragment(t *testing.T) {
+	srv := kvslocal.Start(t, kvslocal.Options{})
+	newStream(t, srv, "cam", time.Hour)
+	if err := srv.PoisonFragment("cam", kvslocal.ErrInternal, 2); err != nil {
+		t.Fatal(err)
+	}
+	m := liveMovie(t)
+	for attempt := 1; attempt <= 3; attempt++ {
+		c := mustOpen(t, srv, "cam", pmOpts{})
+		go func() { _ = c.send(m.bytes()); c.closeBody() }()
+		acks, err := c.all()
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := acks[len(acks)-1]
+		refused := last.EventType == "ERROR" && last.ErrorId == kvslocal.ErrInternal && last.tc() == int64(m.clusters[0].tc)
+		if refused != (attempt <= 2) {
+			t.Fatalf("attempt %d: %v", attempt, describe(acks))
+		}
+		if err := srv.WaitDisconnected(t.Context(), "cam"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := srv.Poisoned("cam"); p[int64(m.clusters[0].tc)] != 2 || len(p) != 1 {
+		t.Fatalf("Poisoned: %v", p)
+	}
+}
+
+// StallOpenAcks silences the open connection only: it keeps reading, and
+// the next connection is acknowledged as usual.
+func TestStallOpenAcks(t *testing.T) {
+	srv := kvslocal.Start(t, kvslocal.Options{})
+	newStream(t, srv, "cam", time.Hour)
+	m := liveMovie(t)
+	c := mustOpen(t, srv, "cam", pmOpts{})
+	if err := srv.StallOpenAcks("cam"); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = c.send(m.bytes()); c.closeBody() }()
+	acks, err := c.all()
+	if err != nil || len(acks) != 0 {
+		t.Fatalf("stalled connection sent %v (%v)", describe(acks), err)
+	}
+	if n := len(srv.Fragments("cam")); n != len(m.clusters) {
+		t.Fatalf("stalled connection read %d fragments, want %d", n, len(m.clusters))
+	}
+	c2 := mustOpen(t, srv, "cam", pmOpts{})
+	go func() { _ = c2.send(m.shift(10_000).bytes()); c2.closeBody() }()
+	acks, err = c2.all()
+	if err != nil || len(acks) == 0 {
+		t.Fatalf("next connection: %v (%v)", describe(acks), err)
+	}
+}
+
+// With the server clock moved, a request signed by the host clock is
+// refused as expired, and the answer's Date header carries the server's
+// time, from which a producer can learn the offset.
+func TestClockOffsetAndDate(t *testing.T) {
+	srv := kvslocal.Start(t, kvslocal.Options{})
+	newStream(t, srv, "cam", time.Hour)
+	srv.SetClockOffset(10 * time.Minute)
+	c, resp := openPutMedia(t, srv, "cam", pmOpts{})
+	if c != nil || resp == nil || resp.StatusCode != 403 {
+		t.Fatalf("PutMedia signed 10 min behind the server: %v", resp)
+	}
+	typ, msg := apiErrorOf(t, resp)
+	date, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil || !strings.HasPrefix(typ, "InvalidSignatureException") || !strings.Contains(msg, "Signature expired") {
+		t.Fatalf("answer %s %q, Date %q (%v)", typ, msg, resp.Header.Get("Date"), err)
+	}
+	if off := date.Sub(time.Now()); off < 9*time.Minute || off > 11*time.Minute {
+		t.Fatalf("Date header %v is %v off the host clock, want about 10 min", date, off)
+	}
+	c = mustOpen(t, srv, "cam", pmOpts{signTime: time.Now().Add(10 * time.Minute)})
+	c.closeBody()
+	if _, err := c.all(); err != nil {
+		t.Fatal(err)
 	}
 }

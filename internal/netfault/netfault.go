@@ -246,6 +246,13 @@ func (l *Link) update(change func(*faultSet)) error {
 		if f.lossPct > 0 {
 			fmt.Fprintf(&cam, "\t\t%s %q numgen random mod 100 < %d drop\n", hook.dir, l.CamDev, f.lossPct)
 		}
+		if f.resetAfter > 0 && hook.chain == "out" {
+			// The host side's rules reset the server's socket, but
+			// the RST they send towards the camera can be lost on
+			// large segments; this one resets the camera's socket
+			// from its own stack.
+			fmt.Fprintf(&cam, "\t\toifname %q ip daddr %s tcp dport %d tcp flags & rst == 0 ct original bytes > %d reject with tcp reset\n", l.CamDev, l.HostIP, f.resetPort, f.resetAfter)
+		}
 		cam.WriteString("\t}\n")
 	}
 	cam.WriteString("}\n")

@@ -68,8 +68,10 @@ func runClient(t *testing.T, l *netfault.Link, addr string, n int64) clientResul
 	return res
 }
 
-// sink accepts connections on the host side and counts what arrives;
-// results carry the byte count and read error of each connection.
+// sink accepts connections on the host side and counts what arrives,
+// sending a byte every 100 ms meanwhile as a PutMedia endpoint sends its
+// acknowledgements; results carry the byte count and read error of each
+// connection.
 type sinkResult struct {
 	n   int64
 	err error
@@ -92,7 +94,23 @@ func sink(t *testing.T, ip string) (net.Listener, chan sinkResult) {
 			}
 			go func() {
 				start := time.Now()
+				stop := make(chan struct{})
+				go func() {
+					t := time.NewTicker(100 * time.Millisecond)
+					defer t.Stop()
+					for {
+						select {
+						case <-stop:
+							return
+						case <-t.C:
+							if _, err := c.Write([]byte{'.'}); err != nil {
+								return
+							}
+						}
+					}
+				}()
 				n, err := io.Copy(io.Discard, c)
+				close(stop)
 				c.Close()
 				res <- sinkResult{n, err, time.Since(start)}
 			}()
@@ -155,11 +173,14 @@ func TestResetAfter(t *testing.T) {
 	if err := l.ResetAfter(port, 200_000); err != nil {
 		t.Fatal(err)
 	}
+	t0 := time.Now()
 	r := runClient(t, l, ln.Addr().String(), 5_000_000)
+	t.Logf("client %v", time.Since(t0))
 	if !strings.Contains(r.Err, "reset") || r.Sent >= 5_000_000 {
 		t.Fatalf("client: %+v, want a reset before the end", r)
 	}
 	got := <-res
+	t.Logf("server %v %v", time.Since(t0), got)
 	if got.err == nil || got.n > 1_000_000 {
 		t.Fatalf("server side: %d bytes, err %v; want the reset seen there too", got.n, got.err)
 	}
