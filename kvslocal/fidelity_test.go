@@ -164,7 +164,7 @@ func TestClockOffsetAndDate(t *testing.T) {
 	if err != nil || !strings.HasPrefix(typ, "InvalidSignatureException") || !strings.Contains(msg, "Signature expired") {
 		t.Fatalf("answer %s %q, Date %q (%v)", typ, msg, resp.Header.Get("Date"), err)
 	}
-	if off := date.Sub(time.Now()); off < 9*time.Minute || off > 11*time.Minute {
+	if off := time.Until(date); off < 9*time.Minute || off > 11*time.Minute {
 		t.Fatalf("Date header %v is %v off the host clock, want about 10 min", date, off)
 	}
 	c = mustOpen(t, srv, "cam", pmOpts{signTime: time.Now().Add(10 * time.Minute)})
