@@ -490,7 +490,26 @@ func (r *rig) drainAll(mark time.Time, limit time.Duration) (time.Time, []ringFr
 	}
 	r.res.Fragments, r.res.Lost, r.res.Duplicated = n, len(lost), dups
 	if len(lost) > 0 {
-		r.t.Errorf("%d of %d stored fragments made before the end mark were never persisted (timecodes %v)", len(lost), n, first(lost, 10))
+		// Say which of them the endpoint refused as too short: those
+		// are fragments the daemon cut short (a flush at stop), not
+		// upload failures.
+		short := map[int64]bool{}
+		for _, a := range r.kvs.Acks(streamName) {
+			if a.EventType == kvslocal.EventError && a.ErrorCode == kvslocal.ErrorCodeMinFragmentDuration {
+				short[a.FragmentTimecode] = true
+			}
+		}
+		var tooShort []int64
+		for _, tc := range lost {
+			if short[tc] {
+				tooShort = append(tooShort, tc)
+			}
+		}
+		r.t.Errorf("%d of %d stored fragments made before the end mark were never persisted (timecodes %v); %d of them refused as shorter than the 1 s minimum %v",
+			len(lost), n, first(lost, 10), len(tooShort), tooShort)
+		if len(tooShort) > 0 {
+			r.res.Notes += fmt.Sprintf("%d lost as shorter than 1 s; ", len(tooShort))
+		}
 	}
 	if dups > 0 {
 		r.t.Errorf("%d fragments persisted more than once", dups)
