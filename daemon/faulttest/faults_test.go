@@ -306,7 +306,8 @@ func TestClockSkew403(t *testing.T) {
 	defer r.finish()
 	r.start()
 	r.waitLive(30 * time.Second)
-	r.kvs.SetClockOffset(10 * time.Minute)
+	r.skew = 10 * time.Minute
+	r.kvs.SetClockOffset(r.skew)
 	// Connections are only signed when they open: end the current one.
 	if err := r.kvs.DropConnection(streamName, 0); err != nil {
 		t.Fatal(err)

@@ -200,6 +200,10 @@ type rig struct {
 	daemonOut              *syncBuffer
 	exited                 chan error
 
+	// skew is how far the endpoint's clock was moved (SetClockOffset):
+	// ingestion times carry it, producer times do not.
+	skew time.Duration
+
 	res Result
 }
 
@@ -538,7 +542,7 @@ func (r *rig) lags(from, to time.Time) []time.Duration {
 			continue
 		}
 		seen[f.Producer] = true // the first ingestion is the one a viewer saw
-		out = append(out, f.Lag())
+		out = append(out, f.Lag()-r.skew)
 	}
 	return out
 }
@@ -567,10 +571,10 @@ func (r *rig) judgeLive(from, to time.Time, bound time.Duration, what string) {
 // since that was ingested with a lag within bound.
 func (r *rig) recovered(since time.Time, bound time.Duration) (time.Duration, bool) {
 	for _, f := range r.kvs.LiveView(streamName) {
-		if f.Producer.Before(since) || f.Lag() > bound {
+		if f.Producer.Before(since) || f.Lag()-r.skew > bound {
 			continue
 		}
-		d := f.Ingested.Sub(since)
+		d := f.Ingested.Add(-r.skew).Sub(since)
 		r.res.RecoverS = d.Seconds()
 		return d, true
 	}
@@ -586,7 +590,7 @@ func (r *rig) waitRecovered(since time.Time, bound, limit time.Duration) time.Du
 	_ = r.kvs.Wait(ctx, streamName, func(st kvslocal.State) bool {
 		for _, f := range st.Fragments {
 			if !f.ReceivedAt.IsZero() && !time.UnixMilli(f.ProducerTime).Before(since) &&
-				f.ReceivedAt.Sub(time.UnixMilli(f.ProducerTime).Add(time.Duration(f.DurationMs)*time.Millisecond)) <= bound {
+				f.ReceivedAt.Add(-r.skew).Sub(time.UnixMilli(f.ProducerTime).Add(time.Duration(f.DurationMs)*time.Millisecond)) <= bound {
 				return true
 			}
 		}
