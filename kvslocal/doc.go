@@ -41,7 +41,8 @@
 //     start with a key frame, strictly increasing fragment times, block
 //     tracks that exist, metadata tags within limits. Violations get the
 //     service's ErrorIds (4001 size, 4002 duration over 20 s or, with
-//     ErrorCode MIN_FRAGMENT_DURATION_REACHED, under 1 s, 4004 timecodes, 4006
+//     ErrorCode MIN_FRAGMENT_DURATION_REACHED, under 1 s less a jitter
+//     allowance, 4004 timecodes, 4006
 //     invalid MKV, 4007 timestamp in the future, 4009 metadata, 4010 track
 //     number, 4011 frames missing for a track, 4012 too many tracks; 4003
 //     when the connection outlives MaxConnectionDuration; 4008 when the

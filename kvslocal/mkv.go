@@ -899,20 +899,27 @@ func (p *parser) estimatedDuration(f *fragment) time.Duration {
 	return time.Duration(span + span/int64(f.frames-1))
 }
 
-// estimateSlack is the share of the minimum duration a fragment measured
-// by its frames (the last of a connection) may fall short by. Frame times
-// carry capture jitter and rounding: a 1 s GOP captured live on a loaded
-// machine was seen with its last frame 930 ms in. How the service measures
-// such a fragment is not documented, so only a clearly short one (a flush
-// at shutdown) is refused.
-const estimateSlack = 4
+// Slack for the minimum-duration rule, as a divisor of the minimum. Frame
+// times carry capture jitter: a 1 s GOP captured live comes as fragments
+// of 994-1006 ms start to start, and on a loaded machine one was seen with
+// its last frame 930 ms in. How the service measures either is not
+// documented, so a fragment measured start to start may be a twentieth
+// short (50 ms of 1 s) and one measured by its frames (the last of a
+// connection) a quarter: a fragment cut well short, such as a flush at
+// shutdown, is still refused.
+const (
+	exactSlack    = 20
+	estimateSlack = 4
+)
 
-// checkMinDuration refuses a fragment shorter than the service's minimum;
-// d < 0 (unknown) passes, and an estimated d gets the slack above.
+// checkMinDuration refuses a fragment shorter than the service's minimum,
+// less the slack above; d < 0 (unknown) passes.
 func (p *parser) checkMinDuration(f *fragment, d time.Duration, estimated bool) error {
 	min := p.cfg.MinFragmentDuration
 	if estimated {
 		min -= min / estimateSlack
+	} else {
+		min -= min / exactSlack
 	}
 	if p.cfg.MinFragmentDuration <= 0 || d < 0 || f.forceAcked || d >= min {
 		return nil

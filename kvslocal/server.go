@@ -91,11 +91,11 @@ type Options struct {
 	// MinFragmentDuration (default 1 s, negative disables) gives ERROR
 	// 4002 with ErrorCode MIN_FRAGMENT_DURATION_REACHED. A fragment's
 	// duration runs from its start to the next fragment's start on the
-	// connection; the last one of a connection is measured from its
-	// frames (last frame start plus the average interval) and refused
-	// only under three quarters of the minimum, since frame times carry
-	// capture jitter; a one-frame fragment at the end of a connection is
-	// not checked.
+	// connection, and may be 5 % short (capture jitter); the last one of
+	// a connection is measured from its frames (last frame start plus
+	// the average interval) and refused only under three quarters of the
+	// minimum; a one-frame fragment at the end of a connection is not
+	// checked.
 	MinFragmentDuration time.Duration
 	// MaxFutureTimestamp: a fragment stamped further ahead of the server
 	// clock gets ERROR 4007 (default 10 s; negative disables the check).
