@@ -197,7 +197,7 @@ func TestResetsMidFragment(t *testing.T) {
 		resets++
 	}
 	end := time.Now()
-	r.res.Notes = fmt.Sprintf("%d resets, %d connections", resets, r.kvs.Connections(streamName))
+	r.res.Notes += fmt.Sprintf("%d resets, %d connections", resets, r.kvs.Connections(streamName))
 	r.waitRecovered(end, liveBound, 30*time.Second)
 	r.hold(5 * time.Second)
 	r.drainAll(time.Now(), 60*time.Second)
@@ -225,7 +225,7 @@ func TestLinkFlaps(t *testing.T) {
 		flaps++
 	}
 	end := time.Now()
-	r.res.Notes = fmt.Sprintf("%d flaps, %d connections", flaps, r.kvs.Connections(streamName))
+	r.res.Notes += fmt.Sprintf("%d flaps, %d connections", flaps, r.kvs.Connections(streamName))
 	r.waitRecovered(end, liveBound, kvslocal.DefaultIdleTimeout+45*time.Second)
 	r.hold(10 * time.Second)
 	mark := time.Now()
@@ -255,7 +255,7 @@ func TestPoisonFragment(t *testing.T) {
 	r.judgeLive(from.Add(5*time.Second), end, liveBound, "live behind the poisoned fragment")
 	p := r.kvs.Poisoned(streamName)
 	for tc, n := range p {
-		r.res.Notes = fmt.Sprintf("poisoned fragment refused %d times", n)
+		r.res.Notes += fmt.Sprintf("poisoned fragment refused %d times", n)
 		if n < 2 {
 			t.Errorf("poisoned fragment %d was tried %d times; want it retried after being refused", tc, n)
 		}
@@ -361,5 +361,5 @@ func TestClockStepBackAcrossRestart(t *testing.T) {
 	r.recovered(restart, liveBound)
 	r.drainAll(end, 60*time.Second)
 	r.judgeLive(restart.Add(5*time.Second), end, liveBound, "live after the step back")
-	r.res.Notes = fmt.Sprintf("%d fragments stamped %v ahead", len(future), ahead)
+	r.res.Notes += fmt.Sprintf("%d fragments stamped %v ahead", len(future), ahead)
 }
