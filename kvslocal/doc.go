@@ -49,7 +49,8 @@
 //     stream is deleted under an open connection).
 //   - Quotas per stream: one PutMedia connection (a second, while one is
 //     open, gets 400 ConnectionLimitExceededException, as the current
-//     quotas page says), PutMedia and control-plane calls per second (400
+//     quotas page says; Options.ReplaceOpenConnection gives the older
+//     documented behaviour, where it ends the open one), PutMedia and control-plane calls per second (400
 //     ClientLimitExceededException), fragments per second (a fragment over
 //     the quota gets ERROR 4000) and bandwidth (enforced by reading the
 //     body more slowly).

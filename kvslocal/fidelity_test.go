@@ -173,3 +173,32 @@ func TestClockOffsetAndDate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// With ReplaceOpenConnection a second PutMedia ends the open one instead
+// of being refused.
+func TestReplaceOpenConnection(t *testing.T) {
+	srv := kvslocal.Start(t, kvslocal.Options{ReplaceOpenConnection: true})
+	newStream(t, srv, "s", time.Hour)
+	m := liveMovie(t)
+	first := mustOpen(t, srv, "s", pmOpts{})
+	if err := first.send(m.header()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Wait(t.Context(), "s", func(st kvslocal.State) bool { return st.Connected }); err != nil {
+		t.Fatal(err)
+	}
+	second := mustOpen(t, srv, "s", pmOpts{})
+	if _, err := first.all(); err == nil {
+		// The old response ends without an ERROR; a cut connection may
+		// also surface as a read error. Either way it is over.
+		t.Log("old connection ended cleanly")
+	}
+	go func() { _ = second.send(m.bytes()); second.closeBody() }()
+	acks, err := second.all()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(srv.Fragments("s")); n != len(m.clusters) || srv.Connections("s") != 2 {
+		t.Fatalf("%d fragments on %d connections: %v", n, srv.Connections("s"), describe(acks))
+	}
+}

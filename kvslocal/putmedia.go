@@ -145,6 +145,16 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 	ss.cond = sync.NewCond(&ss.mu)
 	ss.conn, _ = r.Context().Value(connKey{}).(net.Conn)
 	st.mu.Lock()
+	if old := st.active; old != nil && s.opts.ReplaceOpenConnection {
+		// The older behaviour: the new connection wins. The old one is
+		// cut off like a dropped connection; its release leaves the
+		// slot alone since it no longer holds it.
+		st.active = nil
+		old.kill()
+		if old.conn != nil {
+			_ = old.conn.Close()
+		}
+	}
 	if st.active != nil {
 		// The current quotas page (Kinesis Video Streams service quotas,
 		// data plane, PutMedia: one connection per stream, hard limit)

@@ -135,6 +135,14 @@ type Options struct {
 	// InvalidEndpointException, as the service does, so a client that
 	// skips GetDataEndpoint fails here too.
 	SeparateDataEndpoint bool
+	// ReplaceOpenConnection makes a second PutMedia on a stream end the
+	// open one (dropped without an ACK, as if the network cut it) and
+	// take its place, which is what the 2020 documentation described
+	// ("the last connection is accepted"). The default follows the
+	// current quotas page: the newer connection is refused with
+	// ConnectionLimitExceededException. Producers should work under
+	// both.
+	ReplaceOpenConnection bool
 	// AutoCreateStreams creates a stream with 24 h retention on first
 	// PutMedia/GetDataEndpoint instead of answering 404.
 	AutoCreateStreams bool

@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	clockSkew := fs.Duration("max-clock-skew", kvslocal.DefaultMaxClockSkew, "refuse signatures further off the server clock")
 	future := fs.Duration("max-future", kvslocal.DefaultMaxFutureTimestamp, "ERROR 4007 for fragments stamped further ahead; negative disables")
 	clockOffset := fs.Duration("clock-offset", 0, "run the server clock this far from the host clock (e.g. 10m to look like a producer whose clock is behind)")
+	replace := fs.Bool("replace-open-connection", false, "a second PutMedia ends the open one (the 2020 documented behaviour) instead of being refused (the current one)")
 	faultSpec := fs.String("fail", "", "arm ERROR acks at start: STREAM:CODE[:SKIP], comma-separated")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -105,6 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MinFragmentDuration:  *minFrag, MaxFragmentDuration: *maxFrag,
 		MaxFragmentsPerSecond: *fragRate, MaxBytesPerSecond: *byteRate,
 		PersistDelay: *persistDelay, MaxClockSkew: *clockSkew, MaxFutureTimestamp: *future,
+		ReplaceOpenConnection: *replace,
 	})
 	srv.SetClockOffset(*clockOffset)
 	for _, s := range streams {
