@@ -14,7 +14,7 @@ FUZZTIME   ?= 10s
 # (module v0.7.0) needs Go >= 1.25, like this module, and handles Go 1.26.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: all build kvslocal demo test test-go test-systemd bench lint fuzz torture cross clean
+.PHONY: all build kvslocal demo test test-go test-systemd test-faults bench lint fuzz torture cross clean
 
 all: build
 
@@ -36,6 +36,7 @@ demo: build
 #   test: test-vm
 test: test-go
 test: test-systemd
+test: test-faults
 
 test-go:
 	$(GO) vet ./...
@@ -45,6 +46,18 @@ test-go:
 test-systemd: build
 	bash systemd/verify.sh $(BIN)
 
+# The daemon on faulty networks (daemon/faulttest, build tag faults):
+# network namespaces, tc and nftables, so root and the iproute2 and
+# nftables packages. The short variant is what CI runs (a few minutes,
+# the scenarios in parallel); FULL=1 runs the long one (10-minute
+# backlog, 2-minute partitions). Summary tables go to FAULTS_REPORT.
+FULL          ?=
+FAULTS_REPORT ?= $(CURDIR)/build/faults
+FAULTS_TIMEOUT := $(if $(FULL),90m,15m)
+test-faults: build
+	FAULTS_FULL=$(if $(FULL),1,) FAULTS_REPORT=$(FAULTS_REPORT) KVSCAMD_BIN=$(CURDIR)/$(BIN) \
+		$(GO) test -tags faults -count=1 -parallel 16 -timeout $(FAULTS_TIMEOUT) -v ./daemon/faulttest/
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
@@ -52,7 +65,9 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags faults ./daemon/faulttest/
 	$(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags faults ./daemon/faulttest/
 
 # Runs every Fuzz target of every package for FUZZTIME each.
 fuzz:

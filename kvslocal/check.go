@@ -17,6 +17,7 @@ type CheckOptions struct {
 	MaxFutureTimestamp  time.Duration // negative disables
 	MaxFragmentSize     int64
 	MaxFragmentDuration time.Duration
+	MinFragmentDuration time.Duration // negative disables
 	MaxTracks           int
 	MaxFragmentMetadata int
 }
@@ -30,6 +31,7 @@ func CheckStream(r io.Reader, o CheckOptions) ([]Fragment, error) {
 	so := Options{
 		MaxFragmentSize:     o.MaxFragmentSize,
 		MaxFragmentDuration: o.MaxFragmentDuration,
+		MinFragmentDuration: o.MinFragmentDuration,
 		MaxTracks:           o.MaxTracks,
 		MaxFragmentMetadata: o.MaxFragmentMetadata,
 		MaxFutureTimestamp:  o.MaxFutureTimestamp,
@@ -40,6 +42,7 @@ func CheckStream(r io.Reader, o CheckOptions) ([]Fragment, error) {
 	p := newParser(r, mkvConfig{
 		MaxFragmentSize:     so.MaxFragmentSize,
 		MaxFragmentDuration: so.MaxFragmentDuration,
+		MinFragmentDuration: so.MinFragmentDuration,
 		MaxTracks:           so.MaxTracks,
 		MaxMetadata:         so.MaxFragmentMetadata,
 		MaxFuture:           so.MaxFutureTimestamp,

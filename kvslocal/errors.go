@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // apiError is an error answer in the service's REST-JSON shape: the
@@ -62,6 +63,13 @@ func errInvalidArg(format string, a ...any) *apiError {
 
 func errClientLimit(msg string) *apiError {
 	return &apiError{http.StatusBadRequest, excClientLimitExceeded, msg}
+}
+
+// setDate sets the Date header from the server's clock (Go would use the
+// host clock): producers learn their clock offset from it when the
+// service answers "Signature expired".
+func setDate(h http.Header, now time.Time) {
+	h.Set("Date", now.UTC().Format(http.TimeFormat))
 }
 
 func writeAPIError(w http.ResponseWriter, reqID string, e *apiError) {

@@ -16,6 +16,23 @@ type faults struct {
 	stall     chan struct{} // non-nil while ACKs are withheld
 	stallGen  int
 	slowBPS   int64
+	poisons   []poison
+	stallUpTo int // connections numbered up to this never get ACKs
+}
+
+func (f *faults) connStalled(num int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return num <= f.stallUpTo
+}
+
+// poison fails attempts at one fragment, identified by its Cluster
+// Timecode once the first attempt binds it.
+type poison struct {
+	code     int
+	tc       int64 // -1 until bound
+	times    int   // attempts failed so far
+	attempts int   // attempts to fail; 0: all
 }
 
 type fragmentFailure struct {
@@ -35,10 +52,20 @@ func (f *faults) takeThrottle() bool {
 
 // fragmentStarted returns the injected error code and drop point for the
 // fragment that just started, and ages the other armed failures.
-func (f *faults) fragmentStarted() (code int, drop int64) {
+func (f *faults) fragmentStarted(tc int64) (code int, drop int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	drop = -1
+	for i := range f.poisons {
+		p := &f.poisons[i]
+		if p.tc < 0 {
+			p.tc = tc
+		}
+		if p.tc == tc && (p.attempts == 0 || p.times < p.attempts) {
+			p.times++
+			return p.code, drop
+		}
+	}
 	if len(f.dropAfter) > 0 {
 		drop, f.dropAfter = f.dropAfter[0], f.dropAfter[1:]
 	}
@@ -93,6 +120,44 @@ func (s *Server) FailFragment(name string, code, skip int) error {
 	return nil
 }
 
+// PoisonFragment makes the next fragment to start on the stream fail with
+// ERROR code, and later attempts at a fragment with the same timecode too,
+// attempts times in all (0: for ever): a fragment the service keeps
+// refusing. The other armed faults do not age on it.
+func (s *Server) PoisonFragment(name string, code, attempts int) error {
+	st, err := s.faultStream(name)
+	if err != nil {
+		return err
+	}
+	st.faults.mu.Lock()
+	st.faults.poisons = append(st.faults.poisons, poison{code: code, tc: -1, attempts: attempts})
+	st.faults.mu.Unlock()
+	return nil
+}
+
+// Poisoned returns the timecodes of the stream's poisoned fragments (those
+// bound so far) and how many attempts at each were refused.
+func (s *Server) Poisoned(name string) map[int64]int {
+	st := s.findStream(name)
+	if st == nil {
+		return nil
+	}
+	st.faults.mu.Lock()
+	defer st.faults.mu.Unlock()
+	out := map[int64]int{}
+	for _, p := range st.faults.poisons {
+		if p.tc >= 0 {
+			out[p.tc] = p.times
+		}
+	}
+	return out
+}
+
+// SetClockOffset moves the server's clock by d from Options.Now, at once:
+// a producer whose clock is right then looks d off to the server
+// (signatures, 4007 and the Date header all follow).
+func (s *Server) SetClockOffset(d time.Duration) { s.clockOffset.Store(int64(d)) }
+
 // DropConnection aborts the PutMedia connection (TCP close, no ACK, no end
 // of response) once afterBytes bytes of the next fragment to start have
 // arrived.
@@ -132,6 +197,24 @@ func (s *Server) StallAcks(name string) (release func(), err error) {
 			}
 		})
 	}, nil
+}
+
+// StallOpenAcks withholds every ACK of the PutMedia connections open or
+// made so far on the stream, for ever, while they keep reading: a
+// connection that takes bytes but never acknowledges. Connections made
+// later acknowledge normally.
+func (s *Server) StallOpenAcks(name string) error {
+	st, err := s.faultStream(name)
+	if err != nil {
+		return err
+	}
+	st.mu.Lock()
+	upTo := st.conns
+	st.mu.Unlock()
+	st.faults.mu.Lock()
+	st.faults.stallUpTo = upTo
+	st.faults.mu.Unlock()
+	return nil
 }
 
 // StallAcksFor withholds ACKs for d.

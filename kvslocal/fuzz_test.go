@@ -68,6 +68,7 @@ func TestCheckStreamMatchesServerRules(t *testing.T) {
 			m.clusters = m.clusters[:3]
 			frags, err := kvslocal.CheckStream(bytes.NewReader(tc.body(m)), kvslocal.CheckOptions{
 				MaxFragmentSize: tc.opts.MaxFragmentSize, MaxFragmentDuration: tc.opts.MaxFragmentDuration,
+				MinFragmentDuration: tc.opts.MinFragmentDuration,
 			})
 			code := 0
 			var se *kvslocal.StreamError

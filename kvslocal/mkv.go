@@ -69,6 +69,7 @@ const (
 	readBufferSize = 32 << 10
 
 	codecH264    = "V_MPEG4/ISO/AVC"
+	codecH265    = "V_MPEGH/ISO/HEVC"
 	tagEndOfFrag = "AWS_KINESISVIDEO_END_OF_FRAGMENT"
 )
 
@@ -144,16 +145,36 @@ type StreamError struct {
 	Timecode int64
 	// Number is the FragmentNumber of that fragment, when it has one.
 	Number string
+	// Name overrides ErrorCodes[Code] as the ack's ErrorCode, for refusals
+	// the service names but whose ErrorId is not documented.
+	Name string
+}
+
+// ErrorCode is the ErrorCode string the ERROR ack carries.
+func (e *StreamError) ErrorCode() string {
+	if e.Name != "" {
+		return e.Name
+	}
+	return ErrorCodes[e.Code]
 }
 
 func (e *StreamError) Error() string {
-	return fmt.Sprintf("ErrorId %d (%s): %s", e.Code, ErrorCodes[e.Code], e.Msg)
+	return fmt.Sprintf("ErrorId %d (%s): %s", e.Code, e.ErrorCode(), e.Msg)
 }
+
+// ErrorCodeMinFragmentDuration is the ErrorCode of a fragment refused for
+// being shorter than the minimum. The quotas page names the refusal
+// (MIN_FRAGMENT_DURATION_REACHED) but no ErrorId; it is sent here with
+// ErrorId 4002, the duration code, so that a producer treats it like the
+// other duration violation (a bug in how it cuts fragments, not a
+// transient failure).
+const ErrorCodeMinFragmentDuration = "MIN_FRAGMENT_DURATION_REACHED"
 
 // mkvConfig holds what a parser checks against.
 type mkvConfig struct {
 	MaxFragmentSize     int64
 	MaxFragmentDuration time.Duration
+	MinFragmentDuration time.Duration // <= 0: no check
 	MaxTracks           int
 	MaxMetadata         int
 	MaxFuture           time.Duration // < 0: no check
@@ -223,17 +244,21 @@ type parser struct {
 	pos  int64
 	sink fragmentSink
 
-	docType       string
-	scale         int64 // TimecodeScale in ns
-	tracks        []track
-	sawInfo       bool
-	header        []byte // EBML header + Segment start + Info + Tracks, as a playable prefix
-	inSegment     bool
-	segEnd        int64 // -1: unknown size
-	clusterSeen   bool
-	prevLastAbs   int64
-	havePrev      bool
-	open          *fragment
+	docType     string
+	scale       int64 // TimecodeScale in ns
+	tracks      []track
+	sawInfo     bool
+	header      []byte // EBML header + Segment start + Info + Tracks, as a playable prefix
+	inSegment   bool
+	segEnd      int64 // -1: unknown size
+	clusterSeen bool
+	prevLastAbs int64
+	havePrev    bool
+	open        *fragment
+	// held is a fragment the next Cluster ended, kept until that Cluster's
+	// Timecode gives its exact duration for the minimum-duration rule
+	// (only with MinFragmentDuration > 0; then two fragments are held).
+	held          *fragment
 	pendingTags   map[string]string
 	spare         []byte // reused fragment buffer
 	maxHeldBuffer int    // largest buffer capacity held, for the fuzz test
@@ -528,6 +553,9 @@ func (p *parser) fix(err error) error {
 }
 
 func (p *parser) finish() error {
+	if err := p.completeHeld(-1); err != nil {
+		return err
+	}
 	if p.open != nil {
 		if err := p.complete("end of body"); err != nil {
 			return err
@@ -734,14 +762,22 @@ func (p *parser) parseTracks(body []byte) error {
 		return &StreamError{Code: ErrMoreThanAllowedTracks, Msg: fmt.Sprintf("%d tracks declared, at most %d allowed", len(p.tracks), p.cfg.MaxTracks), Timecode: -1}
 	}
 	for _, t := range p.tracks {
-		if t.codec == codecH264 {
+		switch t.codec {
+		case codecH264:
 			if len(t.private) < 7 || t.private[0] != 1 {
 				return invalid("track %d (%s) needs CodecPrivate holding an AVCDecoderConfigurationRecord (version 1), has %d bytes", t.number, codecH264, len(t.private))
 			}
 			return nil
+		case codecH265:
+			// An HEVCDecoderConfigurationRecord: version 1 and a fixed
+			// 23-byte part before its NAL unit arrays.
+			if len(t.private) < 23 || t.private[0] != 1 {
+				return invalid("track %d (%s) needs CodecPrivate holding an HEVCDecoderConfigurationRecord (version 1, at least 23 bytes), has %d bytes", t.number, codecH265, len(t.private))
+			}
+			return nil
 		}
 	}
-	return invalid("no track with CodecID %s: the stream must carry H.264", codecH264)
+	return invalid("no track with CodecID %s or %s: the stream must carry H.264 or H.265 video", codecH264, codecH265)
 }
 
 func (p *parser) parseTags(body []byte) error {
@@ -832,10 +868,86 @@ func (p *parser) complete(reason string) error {
 		}
 	}
 	f.ended = true
-	err := p.sink.fragmentComplete(f, reason)
 	p.open = nil
-	p.spare = f.raw[:0]
 	p.prevLastAbs, p.havePrev = f.lastAbs, true
+	if p.cfg.MinFragmentDuration > 0 && reason == reasonNextCluster {
+		// Its duration runs to the next fragment's start, known once the
+		// next Cluster's Timecode is read (startFragment).
+		p.held = f
+		return nil
+	}
+	if err := p.checkMinDuration(f, p.estimatedDuration(f), true); err != nil {
+		return err
+	}
+	err := p.sink.fragmentComplete(f, reason)
+	p.spare = f.raw[:0]
+	return err
+}
+
+// reasonNextCluster is why a fragment ends when the next Cluster starts.
+const reasonNextCluster = "next cluster"
+
+// estimatedDuration is a fragment's duration when no next fragment follows
+// on the connection: first to last frame plus one average frame interval
+// (the last frame's own). A one-frame fragment has no interval to go by
+// and gives -1 (unknown).
+func (p *parser) estimatedDuration(f *fragment) time.Duration {
+	if f.frames < 2 {
+		return -1
+	}
+	span := f.lastAbs - f.start
+	return time.Duration(span + span/int64(f.frames-1))
+}
+
+// Slack for the minimum-duration rule, as a divisor of the minimum. Frame
+// times carry capture jitter: a 1 s GOP captured live comes as fragments
+// of 994-1006 ms start to start, and on a loaded machine one was seen with
+// its last frame 930 ms in. How the service measures either is not
+// documented, so a fragment measured start to start may be a twentieth
+// short (50 ms of 1 s) and one measured by its frames (the last of a
+// connection) a quarter: a fragment cut well short, such as a flush at
+// shutdown, is still refused.
+const (
+	exactSlack    = 20
+	estimateSlack = 4
+)
+
+// checkMinDuration refuses a fragment shorter than the service's minimum,
+// less the slack above; d < 0 (unknown) passes.
+func (p *parser) checkMinDuration(f *fragment, d time.Duration, estimated bool) error {
+	min := p.cfg.MinFragmentDuration
+	if estimated {
+		min -= min / estimateSlack
+	} else {
+		min -= min / exactSlack
+	}
+	if p.cfg.MinFragmentDuration <= 0 || d < 0 || f.forceAcked || d >= min {
+		return nil
+	}
+	return &StreamError{Code: ErrMaxFragmentDuration, Name: ErrorCodeMinFragmentDuration,
+		Msg:      fmt.Sprintf("fragment %d lasts %v, under the %v minimum", f.timecode, d, p.cfg.MinFragmentDuration),
+		Timecode: f.timecode, Number: f.number}
+}
+
+// completeHeld acknowledges the held fragment now that the next one's
+// start (ns since the epoch, or -1 when unknown) is known.
+func (p *parser) completeHeld(next int64) error {
+	f := p.held
+	if f == nil {
+		return nil
+	}
+	p.held = nil
+	d, estimated := p.estimatedDuration(f), true
+	if next >= 0 {
+		d, estimated = time.Duration(next-f.start), false
+	}
+	if err := p.checkMinDuration(f, d, estimated); err != nil {
+		return err
+	}
+	err := p.sink.fragmentComplete(f, reasonNextCluster)
+	if p.spare == nil {
+		p.spare = f.raw[:0]
+	}
 	return err
 }
 
@@ -844,7 +956,7 @@ func (p *parser) cluster() error {
 		return invalid("Cluster before Tracks: the Segment must declare its tracks first")
 	}
 	if p.open != nil {
-		if err := p.complete("next cluster"); err != nil {
+		if err := p.complete(reasonNextCluster); err != nil {
 			return err
 		}
 	}
@@ -1061,6 +1173,9 @@ func (p *parser) startFragment() error {
 		start += int64(p.cfg.ProducerStart)
 	}
 	f.start, f.lastAbs = start, start
+	if err := p.completeHeld(start); err != nil {
+		return err
+	}
 	if p.havePrev && start <= p.prevLastAbs {
 		return &StreamError{Code: ErrFragmentTimecode, Msg: fmt.Sprintf("fragment starts at %d, not after the previous fragment's last frame at %d (ns)", start, p.prevLastAbs), Timecode: f.timecode}
 	}

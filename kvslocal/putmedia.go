@@ -145,7 +145,23 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 	ss.cond = sync.NewCond(&ss.mu)
 	ss.conn, _ = r.Context().Value(connKey{}).(net.Conn)
 	st.mu.Lock()
+	if old := st.active; old != nil && s.opts.ReplaceOpenConnection {
+		// The older behaviour: the new connection wins. The old one is
+		// cut off like a dropped connection; its release leaves the
+		// slot alone since it no longer holds it.
+		st.active = nil
+		old.kill()
+		if old.conn != nil {
+			_ = old.conn.Close()
+		}
+	}
 	if st.active != nil {
+		// The current quotas page (Kinesis Video Streams service quotas,
+		// data plane, PutMedia: one connection per stream, hard limit)
+		// says that when a second PutMedia connection is opened on a
+		// stream, the latest one is throttled with
+		// ConnectionLimitExceededException; the open one carries on. (The
+		// 2020 text, where the last connection won, no longer applies.)
 		st.mu.Unlock()
 		fail(&apiError{http.StatusBadRequest, excConnectionLimit, "There is already an open PutMedia connection on this stream; only one is allowed."})
 		return
@@ -164,6 +180,7 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 		if ss.file != nil {
 			_ = ss.file.Close()
 		}
+		st.settle(ss.num)
 	}()
 
 	if err := ss.rc.EnableFullDuplex(); err != nil {
@@ -177,6 +194,7 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("x-amzn-RequestId", reqID)
+	setDate(h, s.now())
 	// One PutMedia per TCP connection: when it ends the server closes the
 	// connection rather than parse leftover body bytes as a request.
 	h.Set("Connection", "close")
@@ -188,6 +206,7 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 	cfg := mkvConfig{
 		MaxFragmentSize:     s.opts.MaxFragmentSize,
 		MaxFragmentDuration: s.opts.MaxFragmentDuration,
+		MinFragmentDuration: s.opts.MinFragmentDuration,
 		MaxTracks:           s.opts.MaxTracks,
 		MaxMetadata:         s.opts.MaxFragmentMetadata,
 		MaxFuture:           s.opts.MaxFutureTimestamp,
@@ -216,7 +235,7 @@ func (s *Server) handlePutMedia(w http.ResponseWriter, r *http.Request, reqID st
 		s.log.Info("kvslocal: PutMedia ended", "stream", st.name, "connection", ss.num, "why", errString(err))
 	case errors.As(err, &me):
 		s.log.Info("kvslocal: PutMedia error", "stream", st.name, "connection", ss.num, "error_id", me.Code, "msg", me.Msg)
-		ss.enqueue(Ack{EventType: EventError, FragmentTimecode: me.Timecode, FragmentNumber: me.Number, ErrorID: me.Code, ErrorCode: ErrorCodes[me.Code]}, time.Time{})
+		ss.enqueue(Ack{EventType: EventError, FragmentTimecode: me.Timecode, FragmentNumber: me.Number, ErrorID: me.Code, ErrorCode: me.ErrorCode()}, time.Time{})
 	default:
 		// The client went away or the connection was dropped on purpose:
 		// nothing more can be said on it.
@@ -345,7 +364,7 @@ func (ss *session) ackOpenEarly() {
 func (ss *session) enqueueReceived(tc int64, number string) {
 	ss.enqueue(Ack{EventType: EventReceived, FragmentTimecode: tc, FragmentNumber: number}, time.Time{})
 	if ss.retention() > 0 {
-		ss.enqueue(Ack{EventType: EventPersisted, FragmentTimecode: tc, FragmentNumber: number}, ss.s.now().Add(ss.s.opts.PersistDelay))
+		ss.enqueue(Ack{EventType: EventPersisted, FragmentTimecode: tc, FragmentNumber: number}, ss.s.now().Add(max(ss.s.opts.PersistDelay, 0)))
 	}
 }
 
@@ -380,6 +399,9 @@ func (ss *session) ackLoop() {
 		q := ss.queue[0]
 		ss.queue = ss.queue[1:]
 		ss.mu.Unlock()
+		if ss.st.faults.connStalled(ss.num) {
+			continue // never sent (StallOpenAcks)
+		}
 		for ch := ss.st.faults.stallChan(); ch != nil; ch = ss.st.faults.stallChan() {
 			select {
 			case <-ch:
@@ -414,7 +436,7 @@ func (ss *session) ackLoop() {
 		}
 		ss.st.addAck(q.a)
 		if q.a.EventType == EventPersisted {
-			ss.st.markPersisted(q.a.FragmentNumber)
+			ss.st.markPersisted(q.a.FragmentNumber, q.a.At)
 		}
 	}
 }
@@ -461,12 +483,15 @@ func (ss *session) writeAck(a Ack) error {
 // fragmentStart implements fragmentSink: BUFFERING, throttling, faults.
 func (ss *session) fragmentStart(f *fragment) error {
 	o := &ss.s.opts
-	if wait := ss.st.fragRate.reserve(ss.s.now(), o.MaxFragmentsPerSecond, 1); wait > 0 {
-		if err := ss.sleep(wait); err != nil {
-			return err
-		}
+	if !ss.st.fragRate.allow(ss.s.now(), o.MaxFragmentsPerSecond) {
+		// The quota is hard: the service does not queue fragments that
+		// come too fast. How it refuses them is not documented (producers
+		// that push too fast report missing ACKs); here the fragment gets
+		// an ERROR, ErrorId 4000, which producers retry, so one that
+		// outruns the quota sees it at once instead of a slowed body.
+		return &StreamError{Code: ErrStreamRead, Msg: fmt.Sprintf("more than %g fragments per second on this stream (quota)", o.MaxFragmentsPerSecond), Timecode: f.timecode}
 	}
-	f.failCode, f.dropAfter = ss.st.faults.fragmentStarted()
+	f.failCode, f.dropAfter = ss.st.faults.fragmentStarted(f.timecode)
 	f.number = ss.s.nextFragmentNumber()
 	ss.mu.Lock()
 	ss.open = f
@@ -501,7 +526,7 @@ func (ss *session) fragmentComplete(f *fragment, reason string) error {
 		ss.s.log.Error("kvslocal: storing fragment failed", "stream", ss.st.name, "err", err)
 		return &StreamError{Code: ErrArchival, Msg: err.Error(), Timecode: f.timecode, Number: f.number}
 	}
-	if err := ss.st.record(fr); err != nil {
+	if err := ss.st.record(fr, ss.retention() > 0); err != nil {
 		ss.s.log.Error("kvslocal: recording fragment failed", "stream", ss.st.name, "err", err)
 	}
 	ss.s.log.Debug("kvslocal: fragment received", "stream", ss.st.name, "timecode", f.timecode, "frames", f.frames, "bytes", len(f.raw), "why", reason)

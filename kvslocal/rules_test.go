@@ -16,6 +16,8 @@ type ruleCase struct {
 	// body makes the PutMedia body from a good movie.
 	body func(m movie) []byte
 	code int
+	// errorCode is the ack's ErrorCode when it is not ErrorCodes[code].
+	errorCode string
 	// okFragments is how many fragments must be RECEIVED before the error.
 	okFragments int
 }
@@ -29,7 +31,23 @@ func ruleCases() []ruleCase {
 		{name: "not EBML", body: func(m movie) []byte { return []byte("GET / HTTP/1.1\r\n\r\nnot a matroska stream") }, code: 4006},
 		{name: "doctype", body: func(m movie) []byte { m.docType = "mp4"; return m.bytes() }, code: 4006},
 		{name: "webm doctype is fine", body: func(m movie) []byte { m.docType = "webm"; return m.bytes() }, code: 0, okFragments: 3},
-		{name: "codec not H.264", body: func(m movie) []byte { m.tracks[0].codec = "V_MPEGH/ISO/HEVC"; return m.bytes() }, code: 4006},
+		{name: "codec neither H.264 nor H.265", body: func(m movie) []byte { m.tracks[0].codec = "V_VP8"; return m.bytes() }, code: 4006},
+		{name: "H.265 track", body: func(m movie) []byte {
+			// configurationVersion 1 and the fixed part of an
+			// HEVCDecoderConfigurationRecord, no NAL arrays.
+			m.tracks[0].codec, m.tracks[0].private = "V_MPEGH/ISO/HEVC", append([]byte{1, 1, 0x60}, make([]byte, 20)...)
+			return m.bytes()
+		}, code: 0, okFragments: 3},
+		{name: "H.265 without a configuration record", body: func(m movie) []byte {
+			m.tracks[0].codec, m.tracks[0].private = "V_MPEGH/ISO/HEVC", []byte{1, 1, 0x60}
+			return m.bytes()
+		}, code: 4006},
+		{name: "fragment too short", opts: kvslocal.Options{MinFragmentDuration: 1500 * time.Millisecond}, body: func(m movie) []byte { return m.bytes() },
+			code: 4002, errorCode: kvslocal.ErrorCodeMinFragmentDuration},
+		{name: "last fragment too short", body: func(m movie) []byte {
+			m.clusters[2].blocks = m.clusters[2].blocks[:len(m.clusters[2].blocks)/2]
+			return m.bytes()
+		}, code: 4002, errorCode: kvslocal.ErrorCodeMinFragmentDuration, okFragments: 2},
 		{name: "no CodecPrivate", body: func(m movie) []byte { m.tracks[0].private = nil; return m.bytes() }, code: 4006},
 		{name: "four tracks", body: func(m movie) []byte {
 			return withTracks(m, mtrack{2, 2, "A_AAC", []byte{0x12, 0x10}}, mtrack{3, 2, "A_AAC", []byte{0x12, 0x10}}, mtrack{4, 2, "A_AAC", []byte{0x12, 0x10}}).bytes()
@@ -47,7 +65,7 @@ func ruleCases() []ruleCase {
 			m.clusters[1], m.clusters[2] = m.clusters[2], m.clusters[1]
 			return m.bytes()
 		}, code: 4004, okFragments: 2},
-		{name: "fragment starts at the previous last frame", body: func(m movie) []byte {
+		{name: "fragment starts at the previous last frame", opts: kvslocal.Options{MinFragmentDuration: -1}, body: func(m movie) []byte {
 			prev := m.clusters[0]
 			last := prev.blocks[len(prev.blocks)-1].rel
 			m.clusters[1].tc = prev.tc + uint64(last)
@@ -132,7 +150,11 @@ func TestPutMediaRules(t *testing.T) {
 						t.Fatalf("want no error, got %v", describe(acks))
 					}
 				} else {
-					if len(errs) != 1 || errs[0].ErrorId != tc.code || errs[0].ErrorCode != kvslocal.ErrorCodes[tc.code] {
+					want := tc.errorCode
+					if want == "" {
+						want = kvslocal.ErrorCodes[tc.code]
+					}
+					if len(errs) != 1 || errs[0].ErrorId != tc.code || errs[0].ErrorCode != want {
 						t.Fatalf("want ERROR %d, got %v", tc.code, describe(acks))
 					}
 					if acks[len(acks)-1].EventType != "ERROR" {

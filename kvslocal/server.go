@@ -30,10 +30,10 @@ const (
 	DefaultIdleTimeout           = kvs.IdleTimeout
 	DefaultIdleAckInterval       = 3 * time.Second
 	DefaultMaxConnectionDuration = kvs.MaxConnectionAge
-	// DefaultMaxFragmentDuration is stricter than the service's
-	// kvs.MaxFragmentDuration: the fragmenter never makes fragments longer
-	// than 10 s, so a longer one here means a bug on the producer side.
-	DefaultMaxFragmentDuration   = 10 * time.Second
+	// DefaultMinFragmentDuration and DefaultMaxFragmentDuration are the
+	// service's hard limits (quotas page, PutMedia: 1 s and 20 s).
+	DefaultMinFragmentDuration   = kvs.MinFragmentDuration
+	DefaultMaxFragmentDuration   = kvs.MaxFragmentDuration
 	DefaultMaxFragmentSize       = kvs.MaxFragmentBytes
 	DefaultMaxFragmentsPerSecond = kvs.MaxFragmentsPerSecond
 	DefaultMaxBytesPerSecond     = kvs.MaxBytesPerSecond
@@ -42,6 +42,11 @@ const (
 	DefaultMaxTracks             = kvs.MaxTracks
 	DefaultMaxFragmentMetadata   = 10
 	DefaultMaxFutureTimestamp    = 10 * time.Second
+	// DefaultPersistDelay between RECEIVED and PERSISTED: the service
+	// persists a fragment in a fraction of a second, never at once, so a
+	// producer that counts on PERSISTED following RECEIVED in the same
+	// read fails here too.
+	DefaultPersistDelay = 300 * time.Millisecond
 
 	// accountID appears in the ARNs the server makes up.
 	accountID = "123456789012"
@@ -79,16 +84,26 @@ type Options struct {
 	// MaxConnectionDuration ends a PutMedia connection with ERROR 4003
 	// (default 45 min).
 	MaxConnectionDuration time.Duration
-	// MaxFragmentDuration (default 10 s) and MaxFragmentSize (default
+	// MaxFragmentDuration (default 20 s) and MaxFragmentSize (default
 	// 50 MB) give ERROR 4002 and 4001.
 	MaxFragmentDuration time.Duration
 	MaxFragmentSize     int64
+	// MinFragmentDuration (default 1 s, negative disables) gives ERROR
+	// 4002 with ErrorCode MIN_FRAGMENT_DURATION_REACHED. A fragment's
+	// duration runs from its start to the next fragment's start on the
+	// connection, and may be 5 % short (capture jitter); the last one of
+	// a connection is measured from its frames (last frame start plus
+	// the average interval) and refused only under three quarters of the
+	// minimum; a one-frame fragment at the end of a connection is not
+	// checked.
+	MinFragmentDuration time.Duration
 	// MaxFutureTimestamp: a fragment stamped further ahead of the server
 	// clock gets ERROR 4007 (default 10 s; negative disables the check).
 	MaxFutureTimestamp time.Duration
-	// MaxFragmentsPerSecond and MaxBytesPerSecond throttle ingestion per
-	// stream by reading the body more slowly (defaults 5 and 12.5 MB/s;
-	// negative disables).
+	// MaxFragmentsPerSecond (default 5) refuses a fragment that starts
+	// when a bucket of one second's fragments is empty (ERROR 4000);
+	// MaxBytesPerSecond (default 12.5 MB/s) slows the body down, as a
+	// saturated link would. Negative disables either.
 	MaxFragmentsPerSecond float64
 	MaxBytesPerSecond     float64
 	// PutMediaCallsPerSecond and ControlCallsPerSecond per stream before
@@ -103,7 +118,8 @@ type Options struct {
 	// AckFraming decides how ACK objects are laid out on the wire
 	// (default FramingMixed).
 	AckFraming Framing
-	// PersistDelay is the wait between RECEIVED and PERSISTED.
+	// PersistDelay is the wait between RECEIVED and PERSISTED (default
+	// DefaultPersistDelay; negative: none).
 	PersistDelay time.Duration
 	// AckOpenFragmentAfter, when > 0, acknowledges the open fragment once
 	// the producer has sent no bytes for this long. The service does not
@@ -119,6 +135,14 @@ type Options struct {
 	// InvalidEndpointException, as the service does, so a client that
 	// skips GetDataEndpoint fails here too.
 	SeparateDataEndpoint bool
+	// ReplaceOpenConnection makes a second PutMedia on a stream end the
+	// open one (dropped without an ACK, as if the network cut it) and
+	// take its place, which is what the 2020 documentation described
+	// ("the last connection is accepted"). The default follows the
+	// current quotas page: the newer connection is refused with
+	// ConnectionLimitExceededException. Producers should work under
+	// both.
+	ReplaceOpenConnection bool
 	// AutoCreateStreams creates a stream with 24 h retention on first
 	// PutMedia/GetDataEndpoint instead of answering 404.
 	AutoCreateStreams bool
@@ -155,6 +179,8 @@ func (o *Options) setDefaults() {
 	def(&o.IdleAckInterval, DefaultIdleAckInterval)
 	def(&o.MaxConnectionDuration, DefaultMaxConnectionDuration)
 	def(&o.MaxFragmentDuration, DefaultMaxFragmentDuration)
+	def(&o.MinFragmentDuration, DefaultMinFragmentDuration)
+	def(&o.PersistDelay, DefaultPersistDelay)
 	def(&o.MaxFutureTimestamp, DefaultMaxFutureTimestamp)
 	if o.MaxFragmentSize == 0 {
 		o.MaxFragmentSize = DefaultMaxFragmentSize
@@ -198,9 +224,10 @@ type Server struct {
 	cert     *tls.Certificate
 	certPEM  []byte
 
-	wg        sync.WaitGroup // PutMedia sessions
-	fragSeq   atomic.Int64
-	requestID atomic.Int64
+	wg          sync.WaitGroup // PutMedia sessions
+	fragSeq     atomic.Int64
+	requestID   atomic.Int64
+	clockOffset atomic.Int64 // ns added to Options.Now (SetClockOffset)
 }
 
 type connKey struct{}
@@ -297,7 +324,12 @@ func (s *Server) listenLocked() error {
 	if s.opts.SeparateDataEndpoint {
 		daddr := s.dataAddr
 		if daddr == "" {
-			daddr = "127.0.0.1:0"
+			// Same host as the control endpoint, any port.
+			host, _, err := net.SplitHostPort(s.addr)
+			if err != nil {
+				host = "127.0.0.1"
+			}
+			daddr = net.JoinHostPort(host, "0")
 		}
 		durl, dhs, err := s.serveLocked(&s.dataAddr, daddr, dataPlane{s})
 		if err != nil {
@@ -322,7 +354,13 @@ func (s *Server) serveLocked(keep *string, addr string, h http.Handler) (string,
 	url := "http://" + *keep
 	if s.opts.TLS {
 		if s.cert == nil {
-			cert, pemBytes, err := selfSigned(s.now())
+			var extra []net.IP
+			if host, _, err := net.SplitHostPort(*keep); err == nil {
+				if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() && !ip.IsUnspecified() {
+					extra = append(extra, ip)
+				}
+			}
+			cert, pemBytes, err := selfSigned(s.now(), extra)
 			if err != nil {
 				ln.Close()
 				return "", nil, err
@@ -351,6 +389,7 @@ type dataPlane struct{ s *Server }
 func (d dataPlane) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := d.s
 	reqID := s.newRequestID()
+	setDate(w.Header(), s.now())
 	if s.isDown503() {
 		writeAPIError(w, reqID, &apiError{http.StatusServiceUnavailable, excServiceUnavailable, "Service Unavailable"})
 		return
@@ -398,7 +437,7 @@ func (s *Server) Close() {
 	s.mu.Unlock()
 }
 
-func (s *Server) now() time.Time { return s.opts.Now() }
+func (s *Server) now() time.Time { return s.opts.Now().Add(time.Duration(s.clockOffset.Load())) }
 
 func (s *Server) newRequestID() string {
 	var b [8]byte
@@ -409,6 +448,7 @@ func (s *Server) newRequestID() string {
 // ServeHTTP routes control-plane and data-plane calls.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := s.newRequestID()
+	setDate(w.Header(), s.now())
 	if s.isDown503() {
 		writeAPIError(w, reqID, &apiError{http.StatusServiceUnavailable, excServiceUnavailable, "Service Unavailable"})
 		return

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"time"
 )
@@ -32,6 +33,8 @@ type Fragment struct {
 	File          string            `json:"file,omitempty"` // MKV file the cluster was appended to
 	ReceivedAt    time.Time         `json:"received_at"`
 	Persisted     bool              `json:"persisted"`
+	// PersistedAt is when the PERSISTED ack went out (zero if never).
+	PersistedAt time.Time `json:"persisted_at,omitzero"`
 }
 
 // Ack is one event the server sent on a PutMedia response.
@@ -59,6 +62,9 @@ type stream struct {
 	active    *session
 	conns     int
 	fragments []Fragment
+	// unsettled lists fragments (by index) still waiting for PERSISTED;
+	// their fragments.jsonl line is written once their fate is known.
+	unsettled map[int]bool
 	acks      []Ack
 	changed   chan struct{} // closed and replaced on every change
 	bandwidth tokenBucket
@@ -98,11 +104,26 @@ func (st *stream) dir() string {
 	return filepath.Join(st.server.opts.Dir, name)
 }
 
-func (st *stream) record(f Fragment) error {
+// record keeps a fragment that got RECEIVED. With retention its
+// fragments.jsonl line waits until PERSISTED is sent or its connection
+// ends (settle), so that each fragment has one line saying whether it was
+// persisted.
+func (st *stream) record(f Fragment, awaitPersist bool) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.fragments = append(st.fragments, f)
 	st.notifyLocked()
+	if awaitPersist {
+		if st.unsettled == nil {
+			st.unsettled = map[int]bool{}
+		}
+		st.unsettled[len(st.fragments)-1] = true
+		return nil
+	}
+	return st.writeLineLocked(f)
+}
+
+func (st *stream) writeLineLocked(f Fragment) error {
 	if st.server.opts.Dir == "" {
 		return nil
 	}
@@ -121,16 +142,43 @@ func (st *stream) record(f Fragment) error {
 	return err
 }
 
-func (st *stream) markPersisted(number string) {
+func (st *stream) markPersisted(number string, at time.Time) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for i := len(st.fragments) - 1; i >= 0; i-- {
 		if st.fragments[i].FragmentNumber == number {
 			st.fragments[i].Persisted = true
+			st.fragments[i].PersistedAt = at
+			if st.unsettled[i] {
+				delete(st.unsettled, i)
+				if err := st.writeLineLocked(st.fragments[i]); err != nil {
+					st.server.log.Error("kvslocal: writing fragments.jsonl failed", "stream", st.name, "err", err)
+				}
+			}
 			break
 		}
 	}
 	st.notifyLocked()
+}
+
+// settle writes the lines of connection conn's fragments that will never
+// be persisted now that the connection is over.
+func (st *stream) settle(conn int) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	idx := make([]int, 0, len(st.unsettled))
+	for i := range st.unsettled {
+		if st.fragments[i].Connection == conn {
+			idx = append(idx, i)
+		}
+	}
+	sort.Ints(idx)
+	for _, i := range idx {
+		delete(st.unsettled, i)
+		if err := st.writeLineLocked(st.fragments[i]); err != nil {
+			st.server.log.Error("kvslocal: writing fragments.jsonl failed", "stream", st.name, "err", err)
+		}
+	}
 }
 
 func (st *stream) addAck(a Ack) {
@@ -308,4 +356,43 @@ func (s *Server) WaitAck(ctx context.Context, name string, match func(Ack) bool)
 // WaitDisconnected waits until no PutMedia connection is open on the stream.
 func (s *Server) WaitDisconnected(ctx context.Context, name string) error {
 	return s.Wait(ctx, name, func(st State) bool { return !st.Connected })
+}
+
+// LiveFragment is one fragment as a LIVE viewer meets it: the service's
+// LIVE playback lists fragments by when they were ingested, so a fragment
+// of a backlog that arrives late shows up late, after newer ones.
+type LiveFragment struct {
+	FragmentNumber string
+	Connection     int
+	// Producer is the fragment's start by its producer timestamp and
+	// Duration how long it lasts (first to last frame).
+	Producer time.Time
+	Duration time.Duration
+	// Ingested is when it was RECEIVED; Persisted when PERSISTED went
+	// out (zero if never).
+	Ingested, Persisted time.Time
+}
+
+// Lag is how far behind real time the fragment's end was when a LIVE
+// viewer could first see it.
+func (f LiveFragment) Lag() time.Duration {
+	return f.Ingested.Sub(f.Producer.Add(f.Duration))
+}
+
+// LiveView returns the stream's fragments in ingestion order with their
+// producer and ingestion times, the model of what a LIVE viewer sees: at
+// any moment it plays the most recently ingested fragment. Tests measure
+// live lag from it.
+func (s *Server) LiveView(name string) []LiveFragment {
+	frags := s.Fragments(name)
+	out := make([]LiveFragment, 0, len(frags))
+	for _, f := range frags {
+		out = append(out, LiveFragment{
+			FragmentNumber: f.FragmentNumber, Connection: f.Connection,
+			Producer: time.UnixMilli(f.ProducerTime), Duration: time.Duration(f.DurationMs) * time.Millisecond,
+			Ingested: f.ReceivedAt, Persisted: f.PersistedAt,
+		})
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Ingested.Before(out[j].Ingested) })
+	return out
 }

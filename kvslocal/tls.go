@@ -17,10 +17,11 @@ import (
 // certLifetime of the self-signed certificate made for Options.TLS.
 const certLifetime = 30 * 24 * time.Hour
 
-// selfSigned makes a certificate for 127.0.0.1, ::1 and localhost that is
+// selfSigned makes a certificate for 127.0.0.1, ::1, localhost and
+// extraIPs (the listen address, when it is another IP) that is
 // its own CA, so clients can trust it with one PEM file (the official C
 // producer wants such a file, ending in .pem, in AWS_KVS_CACERT_PATH).
-func selfSigned(now time.Time) (tls.Certificate, []byte, error) {
+func selfSigned(now time.Time, extraIPs []net.IP) (tls.Certificate, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, nil, fmt.Errorf("kvslocal: tls key: %w", err)
@@ -35,7 +36,7 @@ func selfSigned(now time.Time) (tls.Certificate, []byte, error) {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		IPAddresses:           append([]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, extraIPs...),
 		DNSNames:              []string{"localhost"},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)

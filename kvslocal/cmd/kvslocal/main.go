@@ -5,6 +5,14 @@
 //
 //	kvslocal -listen 127.0.0.1:4567 -dir ./kvs-data -stream cam-0001:24h \
 //	    -access-key AKIAKVSLOCAL000DEMO0 -secret-key demo-secret
+//
+// The service's limits are on by default and each has a flag
+// (-min-fragment, -max-fragment, -fragments-per-second, -persist-delay,
+// ...). -control ADDR serves kvslocal.Server.FaultHandler there: faults
+// armed over HTTP (POST /fail, /poison, /drop, /stall, /release,
+// /throttle, /slow, /down, /up, /expire, /clock) and what was received
+// (GET /fragments, /live, /acks). Keep it on a loopback or test-only
+// address: it has no authentication.
 package main
 
 import (
@@ -14,9 +22,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +66,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ackOpen := fs.Duration("ack-open-after", 0, "acknowledge the open fragment after this long without bytes (for official producers; the service does not)")
 	separate := fs.Bool("separate-data-endpoint", false, "serve PutMedia on a second port, returned by GetDataEndpoint (as the service does)")
 	readyFile := fs.String("ready-file", "", "write the URL to this file once listening")
+	control := fs.String("control", "", "serve the fault and record endpoint on this address (no authentication: test use only)")
+	minFrag := fs.Duration("min-fragment", kvslocal.DefaultMinFragmentDuration, "refuse shorter fragments (MIN_FRAGMENT_DURATION_REACHED); negative disables")
+	maxFrag := fs.Duration("max-fragment", kvslocal.DefaultMaxFragmentDuration, "refuse longer fragments with ERROR 4002")
+	fragRate := fs.Float64("fragments-per-second", kvslocal.DefaultMaxFragmentsPerSecond, "refuse fragments over this rate with ERROR 4000; negative disables")
+	byteRate := fs.Float64("bytes-per-second", kvslocal.DefaultMaxBytesPerSecond, "read PutMedia bodies no faster than this; negative disables")
+	persistDelay := fs.Duration("persist-delay", kvslocal.DefaultPersistDelay, "wait between RECEIVED and PERSISTED; negative: none")
+	clockSkew := fs.Duration("max-clock-skew", kvslocal.DefaultMaxClockSkew, "refuse signatures further off the server clock")
+	future := fs.Duration("max-future", kvslocal.DefaultMaxFutureTimestamp, "ERROR 4007 for fragments stamped further ahead; negative disables")
+	clockOffset := fs.Duration("clock-offset", 0, "run the server clock this far from the host clock (e.g. 10m to look like a producer whose clock is behind)")
+	replace := fs.Bool("replace-open-connection", false, "a second PutMedia ends the open one (the 2020 documented behaviour) instead of being refused (the current one)")
+	faultSpec := fs.String("fail", "", "arm ERROR acks at start: STREAM:CODE[:SKIP], comma-separated")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -81,7 +103,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		IdleTimeout: *idle, MaxConnectionDuration: *maxConn, AckFraming: fr,
 		AckOpenFragmentAfter: *ackOpen, AutoCreateStreams: *autoCreate, TLS: *useTLS,
 		SeparateDataEndpoint: *separate,
+		MinFragmentDuration:  *minFrag, MaxFragmentDuration: *maxFrag,
+		MaxFragmentsPerSecond: *fragRate, MaxBytesPerSecond: *byteRate,
+		PersistDelay: *persistDelay, MaxClockSkew: *clockSkew, MaxFutureTimestamp: *future,
+		ReplaceOpenConnection: *replace,
 	})
+	srv.SetClockOffset(*clockOffset)
 	for _, s := range streams {
 		name, ret, _ := strings.Cut(s, ":")
 		var retention time.Duration
@@ -96,10 +123,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if err := armFaults(srv, *faultSpec); err != nil {
+		return err
+	}
 	if err := srv.Start(); err != nil {
 		return err
 	}
 	defer srv.Close()
+	if *control != "" {
+		ln, err := net.Listen("tcp", *control)
+		if err != nil {
+			return fmt.Errorf("-control %s: %w", *control, err)
+		}
+		hs := &http.Server{Handler: srv.FaultHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = hs.Serve(ln) }()
+		defer hs.Close()
+		fmt.Fprintf(stdout, "KVSLOCAL_CONTROL=http://%s\n", ln.Addr())
+	}
 
 	cred := srv.Credentials()
 	fmt.Fprintf(stdout, "KVSLOCAL_URL=%s\nKVSLOCAL_DATA_URL=%s\nAWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n", srv.URL, srv.DataURL, cred.AccessKeyID, cred.SecretAccessKey)
@@ -126,5 +166,33 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	<-ctx.Done()
+	return nil
+}
+
+// armFaults arms -fail: STREAM:CODE[:SKIP],... on streams created by
+// -stream.
+func armFaults(srv *kvslocal.Server, spec string) error {
+	if spec == "" {
+		return nil
+	}
+	for _, item := range strings.Split(spec, ",") {
+		parts := strings.Split(item, ":")
+		if len(parts) < 2 || len(parts) > 3 {
+			return fmt.Errorf("-fail %q: want STREAM:CODE[:SKIP], e.g. cam-0001:5000:3", item)
+		}
+		code, err := strconv.Atoi(parts[1])
+		if err != nil {
+			return fmt.Errorf("-fail %q: code: %w", item, err)
+		}
+		skip := 0
+		if len(parts) == 3 {
+			if skip, err = strconv.Atoi(parts[2]); err != nil {
+				return fmt.Errorf("-fail %q: skip: %w", item, err)
+			}
+		}
+		if err := srv.FailFragment(parts[0], code, skip); err != nil {
+			return fmt.Errorf("-fail %q: %w", item, err)
+		}
+	}
 	return nil
 }
