@@ -138,7 +138,10 @@ func TestInstalledService(t *testing.T) {
 	if running < 0 || started < 0 || started < running {
 		t.Errorf("journal order: daemon running at %d, systemd Started at %d (want running first)", running, started)
 	}
+	waitStatus(t, m, "cam-1 uploads", 60*time.Second, func(s status.Stream) bool { return s.FragmentsAcked >= 2 })
+
 	// journald gets structured fields, not text.
+	entries = journal(t, m)
 	var streamField, prio bool
 	for _, e := range entries {
 		if e["STREAM"] == "cam-1" {
@@ -149,17 +152,20 @@ func TestInstalledService(t *testing.T) {
 		}
 	}
 	if !streamField || !prio {
-		t.Errorf("journal -o json: no entry with STREAM=cam-1 (%v) and a PRIORITY (%v)", streamField, prio)
+		sample := ""
+		if running >= 0 {
+			b, _ := json.Marshal(entries[running])
+			sample = string(b)
+		}
+		t.Errorf("journal -o json: no entry with STREAM=cam-1 (%v) and a PRIORITY (%v); the daemon's first entry: %s", streamField, prio, sample)
 	}
-
-	waitStatus(t, m, "cam-1 uploads", 60*time.Second, func(s status.Stream) bool { return s.FragmentsAcked >= 2 })
 
 	// No network and a camera that is not there: no restart in three
 	// watchdog periods; the problem shows in the status instead.
 	srv.Down(kvslocal.Refused, 0)
 	downSince := time.Now()
 	waitStatus(t, m, "the uploader to notice the network is down", 30*time.Second, func(s status.Stream) bool {
-		return s.LastError != nil && s.LastError.Time.After(downSince)
+		return strings.HasPrefix(s.Uploader.State, "backing off")
 	})
 	m.waitFor("three watchdog periods", 3*testWatchdog+time.Second, func() bool { return time.Since(downSince) > 3*testWatchdog })
 	if n := m.show(unit, "NRestarts"); n != "0" {
