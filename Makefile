@@ -42,14 +42,17 @@ test-go:
 	$(GO) test -race -count=1 ./...
 
 # Unit, sysusers and tmpfiles checks (systemd-analyze, package systemd),
-# then the amd64 package installed into a debootstrapped Debian booted
-# with systemd-nspawn (packages debootstrap, systemd-container; root).
+# lintian on the amd64 package, then that package installed into a
+# debootstrapped Debian booted with systemd-nspawn (packages debootstrap,
+# systemd-container, lintian; needs root).
 # The Debian root is cached in NSPAWN_CACHE, keyed by its package list.
 NSPAWN_CACHE ?= /var/cache/kvscamd-test
 test-systemd: build deb-amd64
 	bash systemd/verify.sh $(BIN)
+	lintian --fail-on error,warning $(DEB_DIR)/kvscamd_$(DEB_VERSION)_amd64.deb
+	$(GO) vet -tags nspawntest ./systemd/nspawntest/
 	KVSCAMD_DEB=$(CURDIR)/$(DEB_DIR)/kvscamd_$(DEB_VERSION)_amd64.deb NSPAWN_CACHE=$(NSPAWN_CACHE) \
-		$(GO) test -count=1 -timeout 15m -v ./systemd/nspawntest/
+		$(GO) test -tags nspawntest -count=1 -timeout 15m -v ./systemd/nspawntest/
 
 # Debian packages for Raspberry Pi OS (arm64, armhf) and amd64, built by
 # nfpm (a tool in go.mod) into build/deb/. Version from git

@@ -1,3 +1,5 @@
+//go:build nspawntest
+
 package nspawntest
 
 import (

@@ -1,3 +1,5 @@
+//go:build nspawntest
+
 package nspawntest
 
 import (
@@ -140,26 +142,6 @@ func TestInstalledService(t *testing.T) {
 	}
 	waitStatus(t, m, "cam-1 uploads", 60*time.Second, func(s status.Stream) bool { return s.FragmentsAcked >= 2 })
 
-	// journald gets structured fields, not text.
-	entries = journal(t, m)
-	var streamField, prio bool
-	for _, e := range entries {
-		if e["STREAM"] == "cam-1" {
-			streamField = true
-			if _, err := strconv.Atoi(e["PRIORITY"]); err == nil {
-				prio = true
-			}
-		}
-	}
-	if !streamField || !prio {
-		sample := ""
-		if running >= 0 {
-			b, _ := json.Marshal(entries[running])
-			sample = string(b)
-		}
-		t.Errorf("journal -o json: no entry with STREAM=cam-1 (%v) and a PRIORITY (%v); the daemon's first entry: %s", streamField, prio, sample)
-	}
-
 	// No network and a camera that is not there: no restart in three
 	// watchdog periods; the problem shows in the status instead.
 	srv.Down(kvslocal.Refused, 0)
@@ -214,6 +196,28 @@ func TestInstalledService(t *testing.T) {
 	stop2 := timedStop(t, m)
 	t.Logf("stop with capture off: %s", stop2)
 	checkNothingLost(t, m, srv)
+
+	// journald gets structured fields, not text.
+	entries = journal(t, m)
+	var streamField, prio bool
+	for _, e := range entries {
+		if e["STREAM"] == "cam-1" {
+			streamField = true
+			if _, err := strconv.Atoi(e["PRIORITY"]); err == nil {
+				prio = true
+			}
+		}
+	}
+	if !streamField || !prio {
+		sample := ""
+		for _, e := range entries {
+			if e["SYSLOG_IDENTIFIER"] == "kvscamd" {
+				b, _ := json.Marshal(e)
+				sample = string(b)
+			}
+		}
+		t.Errorf("journal -o json: no entry with STREAM=cam-1 (%v) and a PRIORITY (%v); the daemon's last entry: %s", streamField, prio, sample)
+	}
 
 	// Remove keeps the video and the configuration; purge keeps the
 	// video and removes the configuration.
