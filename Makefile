@@ -56,8 +56,9 @@ test-systemd: build deb-amd64
 
 # Debian packages for Raspberry Pi OS (arm64, armhf) and amd64, built by
 # nfpm (a tool in go.mod) into build/deb/. Version from git
-# (packaging/deb/version.sh). armhf carries the ARMv6 build, which runs on
-# every Pi with a 32-bit OS. The binaries are the ones "make cross" writes
+# (packaging/deb/version.sh). armhf carries the static ARMv6 build, which
+# runs on every Pi with a 32-bit OS. Needs gcc-aarch64-linux-gnu,
+# libc6-dev-arm64-cross, gcc-arm-linux-gnueabi and libc6-dev-armel-cross. The binaries are the ones "make cross" writes
 # (bin/linux-<arch>/kvscamd); the rules below build them the same way.
 DEB_DIR     := build/deb
 DEB_VERSION  = $(shell packaging/deb/version.sh)
@@ -66,6 +67,10 @@ DEB_LDFLAGS  = -s -w -X main.version=$(DEB_VERSION) -X main.commit=$(COMMIT)
 # protector, full RELRO with immediate binding.
 DEB_CGO      = CGO_CFLAGS='-O2 -D_FORTIFY_SOURCE=2 -fstack-protector-strong'
 DEB_EXTLD    = -extldflags '-Wl,-z,relro -Wl,-z,now'
+# ARMv6 with cgo (V4L2): Debian's armhf toolchain and libc are ARMv7, so
+# the armel toolchain builds for ARMv6 and links statically, which makes
+# the soft-float C ABI irrelevant on an armhf system.
+DEB_CGO_ARMV6 = CGO_CFLAGS='-O2 -march=armv6 -marm -D_FORTIFY_SOURCE=2 -fstack-protector-strong'
 
 deb: deb-amd64 deb-arm64 deb-armhf
 
@@ -79,7 +84,8 @@ deb-arm64:
 	$(DEB_CGO) CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build -trimpath -buildmode=pie -ldflags "$(DEB_LDFLAGS) $(DEB_EXTLD)" -o $(DEB_BIN) ./daemon
 	$(MAKE) --no-print-directory deb-package DEB_ARCH=arm64 DEB_BIN=$(DEB_BIN)
 deb-armhf:
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(DEB_LDFLAGS)' -o $(DEB_BIN) ./daemon
+	$(DEB_CGO_ARMV6) CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=6 CC=arm-linux-gnueabi-gcc $(GO) build -trimpath -tags netgo,osusergo \
+		-ldflags "$(DEB_LDFLAGS) -linkmode external -extldflags '-static -Wl,-z,relro -Wl,-z,now'" -o $(DEB_BIN) ./daemon
 	$(MAKE) --no-print-directory deb-package DEB_ARCH=armhf DEB_BIN=$(DEB_BIN)
 
 # deb-package packages DEB_BIN for DEB_ARCH.
