@@ -170,6 +170,18 @@ func TestInstalledService(t *testing.T) {
 	}
 	waitStatus(t, m, "uploads after the restart", 60*time.Second, func(s status.Stream) bool { return s.FragmentsAcked >= 2 })
 
+	// Upgrade (the same package again is an upgrade to dpkg): postinst
+	// restarts the running service, and the configuration keeps its
+	// owner and mode.
+	pid := m.show(unit, "MainPID")
+	m.must("dpkg", "-i", debInMachine)
+	m.waitFor("the upgrade to restart the service", 30*time.Second, func() bool {
+		return m.show(unit, "ActiveState") == "active" && m.show(unit, "MainPID") != pid
+	})
+	if out := strings.TrimSpace(m.must("stat", "-c", "%a %U %G", "/etc/kvscamd/kvscamd.toml")); out != "640 root kvscamd" {
+		t.Errorf("configuration after the upgrade: %s", out)
+	}
+
 	// Reload applies a changed setting.
 	m.writeFile("/etc/kvscamd/kvscamd.toml", 0o640, strings.Replace(config(srv.URL, creds, ""), `ring_size = "64MiB"`, "ring_size = \"64MiB\"\nupload_rate_limit = \"4MB/s\"", 1))
 	m.must("systemctl", "reload", unit)
