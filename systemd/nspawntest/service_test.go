@@ -237,7 +237,10 @@ func TestInstalledService(t *testing.T) {
 	if _, err := m.run("test", "-f", "/etc/kvscamd/kvscamd.toml"); err != nil {
 		t.Errorf("remove deleted the configuration")
 	}
-	ringFiles := func() string { out, _ := m.run("sh", "-c", "ls -A /var/lib/kvscamd/cam-1 | wc -l"); return strings.TrimSpace(out) }
+	ringFiles := func() string {
+		out, _ := m.run("sh", "-c", "ls -A /var/lib/kvscamd/cam-1 | wc -l")
+		return strings.TrimSpace(out)
+	}
 	if n := ringFiles(); n == "0" || n == "" {
 		t.Errorf("remove: /var/lib/kvscamd/cam-1 is empty or gone")
 	}
