@@ -14,7 +14,7 @@ FUZZTIME   ?= 10s
 # (module v0.7.0) needs Go >= 1.25, like this module, and handles Go 1.26.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: all build kvslocal demo test test-go test-systemd test-faults bench lint fuzz torture cross clean
+.PHONY: all build kvslocal demo test test-go test-systemd test-faults bench lint fuzz torture cross clean deb deb-amd64 deb-arm64 deb-armhf
 
 all: build
 
@@ -42,9 +42,65 @@ test-go:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-# Unit, sysusers and tmpfiles checks; needs systemd-analyze (package systemd).
-test-systemd: build
+# Unit, sysusers and tmpfiles checks (systemd-analyze, package systemd),
+# lintian on the amd64 package, then that package installed into a
+# debootstrapped Debian booted with systemd-nspawn (packages debootstrap,
+# systemd-container, lintian; needs root).
+# The Debian root is cached in NSPAWN_CACHE, keyed by its package list.
+NSPAWN_CACHE ?= /var/cache/kvscamd-test
+test-systemd: build deb-amd64
 	bash systemd/verify.sh $(BIN)
+	lintian --fail-on error,warning $(DEB_DIR)/kvscamd_$(DEB_VERSION)_amd64.deb
+	$(GO) vet -tags nspawntest ./systemd/nspawntest/
+	KVSCAMD_DEB=$(CURDIR)/$(DEB_DIR)/kvscamd_$(DEB_VERSION)_amd64.deb NSPAWN_CACHE=$(NSPAWN_CACHE) \
+		$(GO) test -tags nspawntest -count=1 -timeout 15m -v ./systemd/nspawntest/
+
+# Debian packages for Raspberry Pi OS (arm64, armhf) and amd64, built by
+# nfpm (a tool in go.mod) into build/deb/. Version from git
+# (packaging/deb/version.sh). armhf carries the static ARMv6 build, which
+# runs on every Pi with a 32-bit OS. Needs gcc-aarch64-linux-gnu,
+# libc6-dev-arm64-cross, gcc-arm-linux-gnueabi and libc6-dev-armel-cross. The binaries are the ones "make cross" writes
+# (bin/linux-<arch>/kvscamd); the rules below build them the same way.
+DEB_DIR     := build/deb
+DEB_VERSION  = $(shell packaging/deb/version.sh)
+DEB_LDFLAGS  = -s -w -X main.version=$(DEB_VERSION) -X main.commit=$(COMMIT)
+# Debian's hardening for the cgo part: fortified libc calls, stack
+# protector, full RELRO with immediate binding.
+DEB_CGO      = CGO_CFLAGS='-O2 -D_FORTIFY_SOURCE=2 -fstack-protector-strong'
+DEB_EXTLD    = -extldflags '-Wl,-z,relro -Wl,-z,now'
+# ARMv6 with cgo (V4L2): Debian's armhf toolchain and libc are ARMv7, so
+# the armel toolchain builds for ARMv6 and links statically, which makes
+# the soft-float C ABI irrelevant on an armhf system.
+DEB_CGO_ARMV6 = CGO_CFLAGS='-O2 -march=armv6 -marm -D_FORTIFY_SOURCE=2 -fstack-protector-strong'
+
+deb: deb-amd64 deb-arm64 deb-armhf
+
+deb-amd64: DEB_BIN = bin/linux-amd64/kvscamd
+deb-arm64: DEB_BIN = bin/linux-arm64/kvscamd
+deb-armhf: DEB_BIN = bin/linux-armv6/kvscamd
+deb-amd64:
+	$(DEB_CGO) CGO_ENABLED=1 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -buildmode=pie -ldflags "$(DEB_LDFLAGS) $(DEB_EXTLD)" -o $(DEB_BIN) ./daemon
+	$(MAKE) --no-print-directory deb-package DEB_ARCH=amd64 DEB_BIN=$(DEB_BIN)
+deb-arm64:
+	$(DEB_CGO) CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build -trimpath -buildmode=pie -ldflags "$(DEB_LDFLAGS) $(DEB_EXTLD)" -o $(DEB_BIN) ./daemon
+	$(MAKE) --no-print-directory deb-package DEB_ARCH=arm64 DEB_BIN=$(DEB_BIN)
+deb-armhf:
+	$(DEB_CGO_ARMV6) CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=6 CC=arm-linux-gnueabi-gcc $(GO) build -trimpath -tags netgo,osusergo \
+		-ldflags "$(DEB_LDFLAGS) -linkmode external -extldflags '-static -Wl,-z,relro -Wl,-z,now'" -o $(DEB_BIN) ./daemon
+	$(MAKE) --no-print-directory deb-package DEB_ARCH=armhf DEB_BIN=$(DEB_BIN)
+
+# deb-package packages DEB_BIN for DEB_ARCH.
+.PHONY: deb-package
+deb-package:
+	@mkdir -p $(DEB_DIR)/docs-$(DEB_ARCH)
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@COMMIT@/$(COMMIT)/' \
+		-e "s/@DATE@/$$(TZ=UTC git log -1 --format=%cd --date=format-local:'%a, %d %b %Y %H:%M:%S +0000')/" \
+		packaging/deb/changelog.in | gzip -9n > $(DEB_DIR)/docs-$(DEB_ARCH)/changelog.gz
+	gzip -9n < packaging/deb/kvscamd.1 > $(DEB_DIR)/docs-$(DEB_ARCH)/kvscamd.1.gz
+	sed -e 's|$${KVSCAMD_VERSION}|$(DEB_VERSION)|' -e 's|$${KVSCAMD_ARCH}|$(DEB_ARCH)|' \
+		-e 's|$${KVSCAMD_BINARY}|$(DEB_BIN)|' -e 's|$${KVSCAMD_DOCS}|$(DEB_DIR)/docs-$(DEB_ARCH)|' \
+		packaging/deb/nfpm.yaml > $(DEB_DIR)/docs-$(DEB_ARCH)/nfpm.yaml
+	$(GO) tool nfpm package -f $(DEB_DIR)/docs-$(DEB_ARCH)/nfpm.yaml -p deb -t $(DEB_DIR)/kvscamd_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 # The daemon on faulty networks (daemon/faulttest, build tag faults):
 # network namespaces, tc and nftables, so root and the iproute2 and

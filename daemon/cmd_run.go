@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/kvscamd/kvscamd/daemon/config"
+	"github.com/kvscamd/kvscamd/daemon/heartbeat"
 	"github.com/kvscamd/kvscamd/daemon/sdnotify"
 	"github.com/kvscamd/kvscamd/daemon/service"
 	"github.com/kvscamd/kvscamd/daemon/status"
@@ -56,13 +57,20 @@ func runDaemon(ctx context.Context, path string, stderr io.Writer, o service.Opt
 	level.Set(cfg.LogLevel.Slog())
 	log := newLogger(stderr, level)
 	o.ConfigPath, o.Logger, o.LogLevel, o.Version = path, log, level, version
+	hb := o.Stream.Heartbeat
+	if hb == nil {
+		hb = heartbeat.New()
+		o.Stream.Heartbeat = hb
+	}
+	stopHook := stallHook(hb, log)
+	defer stopHook()
 	svc, err := service.New(cfg, o)
 	if err != nil {
 		return err
 	}
 	log.Info("kvscamd running", "config", path, "state_dir", cfg.StateDir, "streams", svc.Streams(), "socket", o.Socket)
 
-	sn := &serviceNotifier{n: sdnotify.FromEnv(), svc: svc, log: log}
+	sn := &serviceNotifier{n: sdnotify.FromEnv(), svc: svc, hb: hb, log: log}
 	nctx, stopNotify := context.WithCancel(ctx)
 	defer stopNotify()
 	notified := make(chan struct{})
@@ -96,4 +104,34 @@ func socketFlag(fs *flag.FlagSet) *string {
 		def = v
 	}
 	return fs.String("socket", def, "path of the daemon's status socket (env KVSCAMD_SOCKET)")
+}
+
+// stallHook installs the stall TEST HOOK when $KVSCAMD_TEST_STALL names a
+// stage: SIGUSR2 then hangs that stage's loop for good (see
+// heartbeat.ArmStall), as a write hung on a dying SD card would. Without
+// the variable it does nothing. The returned func uninstalls it.
+func stallHook(hb *heartbeat.Monitor, log *slog.Logger) func() {
+	name := os.Getenv(heartbeat.StallEnv)
+	if name == "" {
+		return func() {}
+	}
+	log.Warn("test hook armed: SIGUSR2 stalls a stage", "env", heartbeat.StallEnv, "stage", name)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGUSR2)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-sig:
+				log.Warn("test hook: stalling a stage", "stage", name)
+				hb.ArmStall(name)
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sig)
+		close(done)
+	}
 }

@@ -7,21 +7,27 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kvscamd/kvscamd/daemon/heartbeat"
 	"github.com/kvscamd/kvscamd/daemon/sdnotify"
-	"github.com/kvscamd/kvscamd/daemon/service"
 	"github.com/kvscamd/kvscamd/daemon/status"
 )
 
 // serviceNotifier tells the service manager how the daemon is doing:
-// READY once it runs, a one-line STATUS, and watchdog pings only while it
-// makes progress, so that a wedged daemon is restarted rather than left
-// silently recording nothing.
+// READY once it runs, a one-line STATUS, and watchdog pings while every
+// stage loop is alive (heartbeat). A stage stuck for longer than half the
+// watchdog timeout stops the pings, so that a hung daemon is restarted;
+// video that does not flow (no camera, no network, no clock) is a
+// data-flow problem reported in STATUS and the logs, never by a restart.
 type serviceNotifier struct {
 	n    *sdnotify.Notifier
-	svc  *service.Service
+	svc  statuser
+	hb   *heartbeat.Monitor
 	log  *slog.Logger
 	last uint64 // progress counter at the previous check
 }
+
+// statuser is what the notifier reads the daemon's state from.
+type statuser interface{ Status() status.Status }
 
 // progress sums counters that grow whenever any stage moves: frames
 // captured, fragments stored, fragments acknowledged by the service.
@@ -58,8 +64,8 @@ func percent(a, b int64) int64 {
 }
 
 // run sends READY and then, until ctx ends, STATUS every interval and
-// WATCHDOG whenever progress was made since the previous turn. Without a
-// watchdog it still refreshes STATUS every statusEvery.
+// WATCHDOG whenever no stage is stuck. Without a watchdog it still
+// refreshes STATUS every statusEvery.
 func (s *serviceNotifier) run(ctx context.Context) {
 	if !s.n.Enabled() {
 		return
@@ -70,10 +76,13 @@ func (s *serviceNotifier) run(ctx context.Context) {
 	every := statusEvery
 	wd, watchdog := sdnotify.WatchdogInterval()
 	if watchdog {
-		every = wd / 2
+		// Pings at a quarter of the timeout leave one spare period; a
+		// stage counts as stuck after half of it.
+		every = wd / 4
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	wasStuck := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -82,12 +91,37 @@ func (s *serviceNotifier) run(ctx context.Context) {
 		case <-t.C:
 		}
 		ds := s.svc.Status()
-		msgs := []string{sdnotify.Status(statusLine(ds))}
-		if p := progress(ds); watchdog && p != s.last {
+		line := statusLine(ds)
+		if p := progress(ds); p == s.last {
+			line = "no progress (no frames captured, stored or uploaded); " + line
+		} else {
 			s.last = p
+		}
+		var stuck []heartbeat.Stuck
+		if watchdog {
+			stuck = s.hb.Stuck(wd / 2)
+		}
+		if len(stuck) > 0 {
+			names := make([]string, len(stuck))
+			for i, st := range stuck {
+				names[i] = st.String()
+			}
+			line = "STUCK " + strings.Join(names, ", ") + "; " + line
+			if !wasStuck {
+				s.log.Error("a stage loop is stuck; no more watchdog pings, the service manager will restart kvscamd",
+					"stuck", strings.Join(names, ", "), "limit", wd/2)
+			}
+			wasStuck = true
+			s.send(sdnotify.Status(line))
+			continue
+		}
+		if wasStuck {
+			s.log.Warn("stuck stages recovered; watchdog pings resume")
+			wasStuck = false
+		}
+		msgs := []string{sdnotify.Status(line)}
+		if watchdog {
 			msgs = append(msgs, sdnotify.Watchdog)
-		} else if watchdog {
-			s.log.Warn("no progress since the last watchdog period: no frames captured, stored or uploaded", "period", every)
 		}
 		s.send(msgs...)
 	}

@@ -3,12 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kvscamd/kvscamd/daemon/heartbeat"
+	"github.com/kvscamd/kvscamd/daemon/service"
+	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
 
@@ -89,30 +93,96 @@ func TestRunNotifiesReadyWatchdogStopping(t *testing.T) {
 	}
 }
 
-// TestWatchdogStopsWithoutProgress replays a short file once: when capture
-// has ended and everything is uploaded, nothing moves, and the watchdog
-// pings must stop so the service manager can step in.
-func TestWatchdogStopsWithoutProgress(t *testing.T) {
+// TestWatchdogPingsWithoutFramesOrNetwork replays a short file once to an
+// endpoint nobody listens on: capture ends, nothing is uploaded, nothing
+// moves. Every loop is alive though, so the pings must go on, with the
+// problem told in STATUS.
+func TestWatchdogPingsWithoutFramesOrNetwork(t *testing.T) {
 	conn := notifySocket(t)
-	stop, done := startRun(t, "realtime = false\n")
-	defer stop()
-	// Wait for three status updates in a row without a ping: the 120
-	// frames are captured at once and uploaded within a few periods.
-	quiet := 0
-	for n := 0; quiet < 3; n++ {
+	path := checkConfig(t, "http://127.0.0.1:1", "AKIDEXAMPLE", "secret", "", "realtime = false\n")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- runDaemon(ctx, path, io.Discard, service.Options{Socket: filepath.Join(t.TempDir(), "s.sock")})
+	}()
+	// Ten pings in a row whose STATUS says nothing moves: about 1 s at
+	// the test's 400 ms watchdog.
+	quietPings := 0
+	for n := 0; quietPings < 10; n++ {
 		if n > 200 {
-			t.Fatal("the watchdog kept being pinged with nothing moving")
+			t.Fatal("no run of pings while nothing moves")
 		}
 		m := nextNotify(t, conn)
+		if !strings.Contains(m, "STATUS=") {
+			continue
+		}
 		switch {
-		case strings.Contains(m, "WATCHDOG=1"):
-			quiet = 0
-		case strings.Contains(m, "STATUS="):
-			quiet++
+		case strings.Contains(m, "STUCK"):
+			t.Fatalf("a stage reported stuck with only the network down: %q", m)
+		case strings.Contains(m, "no progress") && strings.Contains(m, "WATCHDOG=1"):
+			quietPings++
+		case strings.Contains(m, "no progress"):
+			t.Fatalf("no ping while only the data flow stopped: %q", m)
 		}
 	}
-	stop()
-	if code := <-done; code != exitOK {
-		t.Fatalf("run exited %d", code)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+}
+
+// TestWatchdogStopsWhenStageStalls hangs the fragmenter loop of a running
+// daemon with the test hook: the pings must stop and STATUS must name the
+// stage; once the loop runs again, so do the pings.
+func TestWatchdogStopsWhenStageStalls(t *testing.T) {
+	conn := notifySocket(t)
+	srv := kvslocal.Start(t, kvslocal.Options{})
+	srv.CreateStream("cam-1", 24*time.Hour)
+	c := srv.IssueCredentials(time.Hour)
+	path := checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "realtime = true\nloop = true\n")
+	hb := heartbeat.New()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- runDaemon(ctx, path, io.Discard, service.Options{
+			Socket: filepath.Join(t.TempDir(), "s.sock"),
+			Stream: stream.Options{Heartbeat: hb},
+		})
+	}()
+	waitPings := func(n int) {
+		for pings := 0; pings < n; {
+			if strings.Contains(nextNotify(t, conn), "WATCHDOG=1") {
+				pings++
+			}
+		}
+	}
+	waitPings(3)
+	<-hb.ArmStall("cam-1/fragmenter")
+	// Within half the timeout plus one period the stage counts as stuck;
+	// from the first STUCK status on, no ping may come.
+	for n := 0; ; n++ {
+		if n > 50 {
+			t.Fatal("no STUCK status after the stall")
+		}
+		m := nextNotify(t, conn)
+		if strings.Contains(m, "STUCK cam-1/fragmenter") {
+			if strings.Contains(m, "WATCHDOG=1") {
+				t.Fatalf("ping together with STUCK: %q", m)
+			}
+			break
+		}
+	}
+	for i := 0; i < 5; i++ {
+		if m := nextNotify(t, conn); strings.Contains(m, "WATCHDOG=1") || !strings.Contains(m, "STUCK") {
+			t.Fatalf("notification %q while the fragmenter is stalled", m)
+		}
+	}
+	hb.ReleaseStall()
+	waitPings(2)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
 	}
 }

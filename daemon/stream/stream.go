@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kvscamd/kvscamd/daemon/config"
+	"github.com/kvscamd/kvscamd/daemon/heartbeat"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/daemon/sender"
 	"github.com/kvscamd/kvscamd/daemon/status"
@@ -79,6 +80,9 @@ type Options struct {
 	// RestartMin and RestartMax bound the restart back-off; zero means
 	// the defaults.
 	RestartMin, RestartMax time.Duration
+	// Heartbeat, if set, gets one stage per loop (capture, fragmenter,
+	// uploader) while Run runs; the watchdog is fed from it.
+	Heartbeat *heartbeat.Monitor
 }
 
 // Stream is one camera's chain. Create it with New, run it with Run, and
@@ -93,6 +97,9 @@ type Stream struct {
 	wake     chan struct{} // capture loop: capture or source settings changed
 	fragCtl  chan fragMsg
 	fragDone chan struct{} // closed when the fragmenter goroutine ends
+
+	// Heartbeats of the three loops, set by Run before they start.
+	hbCapture, hbFrag, hbUpload *heartbeat.Stage
 
 	stored       atomic.Uint64 // fragments appended since New
 	appendErrors atomic.Uint64
@@ -210,6 +217,8 @@ func (s *Stream) Run(ctx context.Context) error {
 	}
 	s.fragUp = true
 	s.mu.Unlock()
+	hb := s.opts.Heartbeat
+	s.hbCapture, s.hbFrag, s.hbUpload = hb.Register(s.name+"/capture"), hb.Register(s.name+"/fragmenter"), hb.Register(s.name+"/uploader")
 	frames := make(chan media.Frame, FrameQueue)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.captureLoop(gctx, frames) })
@@ -278,8 +287,10 @@ func (s *Stream) UploadRange(from, to time.Time) (fragments int, bytes int64, er
 // closes frames when ctx ends.
 func (s *Stream) captureLoop(ctx context.Context, frames chan<- media.Frame) error {
 	defer close(frames)
+	defer s.hbCapture.Close()
 	bo := backoff.New(s.opts.RestartMin, s.opts.RestartMax)
 	for {
+		s.hbCapture.Beat()
 		src, err := s.readySource(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -295,7 +306,11 @@ func (s *Stream) captureLoop(ctx context.Context, frames chan<- media.Frame) err
 		s.state = "capturing"
 		s.mu.Unlock()
 		started := time.Now()
-		err = src.Run(sctx, frames)
+		// A source waits for its device by itself; it may beat through
+		// the context while it works.
+		s.hbCapture.Idle()
+		err = src.Run(heartbeat.NewContext(sctx, s.hbCapture), frames)
+		s.hbCapture.Beat()
 		interrupted := sctx.Err() != nil
 		cancel()
 		s.mu.Lock()
@@ -369,6 +384,8 @@ func addStats(a, b drivers.Stats) drivers.Stats {
 // waitWake waits for a change of capture or source settings; false means
 // ctx ended.
 func (s *Stream) waitWake(ctx context.Context) bool {
+	s.hbCapture.Idle()
+	defer s.hbCapture.Beat()
 	select {
 	case <-ctx.Done():
 		return false
@@ -381,6 +398,8 @@ func (s *Stream) waitWake(ctx context.Context) bool {
 func (s *Stream) pause(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
+	s.hbCapture.Idle()
+	defer s.hbCapture.Beat()
 	select {
 	case <-ctx.Done():
 	case <-s.wake:
@@ -417,6 +436,7 @@ func (s *Stream) fragCommand(m fragMsg) {
 // completes, until frames is closed; then it stores the open fragment.
 func (s *Stream) fragLoop(frames <-chan media.Frame) error {
 	defer close(s.fragDone)
+	defer s.hbFrag.Close()
 	push := func(fr media.Frame) {
 		if f, ok := s.frag.Push(fr); ok {
 			s.store(&f)
@@ -444,14 +464,17 @@ func (s *Stream) fragLoop(frames <-chan media.Frame) error {
 		}
 	}
 	for {
+		s.hbFrag.Idle()
 		select {
 		case fr, ok := <-frames:
+			s.hbFrag.Beat()
 			if !ok {
 				flush()
 				return nil
 			}
 			push(fr)
 		case m := <-s.fragCtl:
+			s.hbFrag.Beat()
 			if m.flush {
 				flush()
 			}
@@ -483,6 +506,7 @@ func (s *Stream) store(f *fragmenter.Fragment) {
 // uploadLoop builds the sender and runs it, restarting it with back-off
 // when it fails or cannot be built.
 func (s *Stream) uploadLoop(ctx context.Context) error {
+	defer s.hbUpload.Close()
 	if s.opts.Credentials == nil {
 		s.mu.Lock()
 		s.sndWhy = "no uploader configured (capture only)"
@@ -491,19 +515,25 @@ func (s *Stream) uploadLoop(ctx context.Context) error {
 	}
 	bo := backoff.New(s.opts.RestartMin, s.opts.RestartMax)
 	for {
+		s.hbUpload.Beat()
 		snd, err := s.sender()
 		if err != nil {
 			s.mu.Lock()
 			s.sndWhy = err.Error()
 			s.mu.Unlock()
 			s.fail("uploader", err)
+			s.hbUpload.Idle()
 			if clock.Sleep(ctx, clock.System{}, bo.Next()) != nil {
 				return nil
 			}
 			continue
 		}
 		started := time.Now()
-		err = snd.Run(ctx)
+		// The sender waits on the network with its own time-outs; it may
+		// beat through the context while it works.
+		s.hbUpload.Idle()
+		err = snd.Run(heartbeat.NewContext(ctx, s.hbUpload))
+		s.hbUpload.Beat()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -511,6 +541,7 @@ func (s *Stream) uploadLoop(ctx context.Context) error {
 			err = errors.New("stopped by itself")
 		}
 		s.fail("uploader", err)
+		s.hbUpload.Idle()
 		if clock.Sleep(ctx, clock.System{}, nextWait(bo, time.Since(started))) != nil {
 			return nil
 		}
