@@ -44,7 +44,9 @@ func TestFrameClock(t *testing.T) {
 		{name: "even", n: 300, capture: period30, delay: func(int) time.Duration { return 5 * time.Millisecond },
 			minStep: period30 - time.Millisecond, maxStep: period30 + time.Millisecond, maxDev: time.Millisecond},
 		{name: "jitter ±12 ms", n: 3000, capture: period30,
-			delay:   func(int) time.Duration { return 20*time.Millisecond + time.Duration(jitter.IntN(24000)-12000)*time.Microsecond },
+			delay: func(int) time.Duration {
+				return 20*time.Millisecond + time.Duration(jitter.IntN(24000)-12000)*time.Microsecond
+			},
 			minStep: 25 * time.Millisecond, maxStep: 42 * time.Millisecond, maxDev: 12 * time.Millisecond},
 		{name: "pairs 1 ms apart", n: 3000, capture: period30, delay: func(k int) time.Duration {
 			if k%2 == 0 {
@@ -59,7 +61,9 @@ func TestFrameClock(t *testing.T) {
 			gapAt: 300, gap: 2 * time.Second,
 			minStep: 25 * time.Millisecond, maxStep: 42 * time.Millisecond, maxDev: period30, outside: 0.01},
 		{name: "encoder at 29.97 fps for an hour", n: 108_000, capture: time.Second * 1001 / 30000,
-			delay:   func(int) time.Duration { return 10*time.Millisecond + time.Duration(jitter.IntN(10000))*time.Microsecond },
+			delay: func(int) time.Duration {
+				return 10*time.Millisecond + time.Duration(jitter.IntN(10000))*time.Microsecond
+			},
 			minStep: 25 * time.Millisecond, maxStep: 42 * time.Millisecond, maxDev: 2 * period30, outside: 0.002},
 		{name: "encoder at 30.5 fps for an hour", n: 110_000, capture: time.Second * 2 / 61,
 			delay:   func(int) time.Duration { return 10 * time.Millisecond },

@@ -63,7 +63,7 @@ type Config struct {
 	// are smoothed onto it (see the package documentation). 0 stamps
 	// every frame at its arrival.
 	FPS int
-	Log   *slog.Logger
+	Log *slog.Logger
 	// MaxHoldBytes caps the frames held while the clock is unsynchronised
 	// or the receiver is slow; 0 means clock.DefaultMaxHoldBytes.
 	MaxHoldBytes int
@@ -74,12 +74,12 @@ type Config struct {
 
 // Source runs the command; create it with New.
 type Source struct {
-	cfg     Config
-	log     *slog.Logger
-	mapper  *clock.Mapper
-	errs    drivers.Counters // only its error count is used
-	seq     uint64
-	fc      clock.FrameClock // owned by Run's goroutine
+	cfg    Config
+	log    *slog.Logger
+	mapper *clock.Mapper
+	errs   drivers.Counters // only its error count is used
+	seq    uint64
+	fc     clock.FrameClock // owned by Run's goroutine
 	// arrived, if set, sees every frame's arrival time before smoothing
 	// (tests compare the two).
 	arrived func(time.Duration)

@@ -54,7 +54,7 @@ func steps(times []time.Duration) stepStats {
 // does.
 func burstyEncoder(ffmpeg string, seconds int) []string {
 	return []string{ffmpeg, "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
-		"-t", strconv.Itoa(seconds+5), "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-bf", "0", "-f", "h264", "-"}
+		"-t", strconv.Itoa(seconds + 5), "-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-bf", "0", "-f", "h264", "-"}
 }
 
 // TestFrameStepsFromPipe runs a real ffmpeg at 30 fps through the exec
