@@ -19,8 +19,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
+	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/fragmenter"
+	"github.com/kvscamd/kvscamd/internal/mkvcheck"
 	"github.com/kvscamd/kvscamd/internal/testclips"
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
@@ -244,5 +246,59 @@ func TestRunUnsyncedClock(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "placed on it and uploaded") {
 		t.Errorf("the release of stored fragments was not logged:\n%s", stderr)
+	}
+}
+
+// TestRunUnsyncedEarlierBoot stores fragments without a synchronised
+// clock, "reboots" (another boot id, through the test hook) and runs with
+// a synchronised clock: the earlier boot's fragments are reported, never
+// uploaded, kept in the ring, and export -unsynced writes them out.
+func TestRunUnsyncedEarlierBoot(t *testing.T) {
+	watchdogPings(t, notifySocket(t))
+	u := newUnsyncedRun(t)
+	stop := u.start(stream.TestBootIDEnv + "=11111111-2222-3333-4444-555555555555")
+	u.waitRing("2 fragments while unsynchronised", func(st ring.Stats) bool { return st.Fragments >= 2 })
+	frames, fragments := stopReport(t, stop())
+
+	if err := os.WriteFile(u.syncFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t1 := time.Now()
+	stop = u.start(stream.TestBootIDEnv + "=66666666-7777-8888-9999-000000000000")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	got, err := u.srv.WaitFragments(ctx, "cam-1", 3)
+	if err != nil {
+		t.Fatalf("after reboot with a synchronised clock: %d fragments uploaded: %v", len(got), err)
+	}
+	stderr := stop()
+	for i, f := range got {
+		if f.Timecode < t1.Add(-time.Second).UnixMilli() {
+			t.Fatalf("uploaded fragment %d at %s, before this boot's run started at %s: an earlier boot's fragment went out with a guessed time",
+				i, time.UnixMilli(f.Timecode).UTC().Format(time.RFC3339Nano), t1.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	if !strings.Contains(stderr, "fragments of an earlier boot") || !strings.Contains(stderr, "boot=11111111-2222-3333-4444-555555555555") {
+		t.Errorf("the earlier boot's fragments were not reported:\n%s", stderr)
+	}
+	kept := 0
+	for _, f := range u.stored() {
+		if f.WallUnknown {
+			kept++
+		}
+	}
+	if kept != fragments {
+		t.Fatalf("%d fragments without wall time in the ring, the first run stored %d", kept, fragments)
+	}
+
+	out := filepath.Join(t.TempDir(), "unsynced.mkv")
+	code, stdout, errOut := runCLI(t, "export", "-config", u.cfg, "-stream", "cam-1", "-unsynced", "-o", out)
+	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("%d frames in %d fragments stored without wall time, from 1 boots", frames, fragments)) {
+		t.Fatalf("export -unsynced: exit %d, stdout %q, stderr %q; the first run stored %d frames in %d fragments", code, stdout, errOut, frames, fragments)
+	}
+	mkvcheck.Check(t, out, mkvcheck.Expect{Frames: frames})
+	code, stdout, _ = runCLI(t, "export", "-config", u.cfg, "-stream", "cam-1", "-o", filepath.Join(t.TempDir(), "wall.mkv"))
+	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("%d fragments without wall time left out", fragments)) {
+		t.Fatalf("export: exit %d, stdout %q", code, stdout)
 	}
 }
