@@ -111,13 +111,6 @@ func (g *wallGate) offset() (int64, bool) {
 	}
 }
 
-func (g *wallGate) isOrphan(id ring.ID) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	_, ok := g.orphans[id]
-	return ok
-}
-
 // orphan records a fragment of an earlier boot that never got wall time.
 func (g *wallGate) orphan(id ring.ID, f *fragmenter.Fragment) {
 	g.mu.Lock()
@@ -131,14 +124,6 @@ func (g *wallGate) orphan(id ring.ID, f *fragmenter.Fragment) {
 		g.log.Warn("fragments of an earlier boot were stored before the clock was synchronised; their wall time cannot be known, so they stay in the ring and are never uploaded; kvscamd export -unsynced writes them out",
 			"boot", f.Boot.String(), "first_id", id, "since_boot", f.Mono)
 	}
-}
-
-// Orphans returns how many fragments of earlier boots without wall time
-// the gate has come across.
-func (g *wallGate) Orphans() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return len(g.orphans)
 }
 
 // place puts a fragment of this boot on the wall clock.
