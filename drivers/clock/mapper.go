@@ -30,11 +30,12 @@ type MapperConfig struct {
 
 // Mapper sits between a driver's capture loop and the receiver of its
 // frames. The capture loop Pushes frames carrying their monotonic capture
-// instant; Run stamps them with wall time and delivers them in order.
+// instant; Run stamps them with wall time (when it is known) and delivers
+// them in order.
 //
 // Capture never waits: Push only appends to a queue. Run, in its own
-// goroutine, waits for the receiver, so a slow receiver or an
-// unsynchronised clock makes the queue grow, up to MaxHoldBytes. Beyond
+// goroutine, waits for the receiver, so a slow receiver makes the queue
+// grow, up to MaxHoldBytes; the clock never does. Beyond
 // that the oldest frames are dropped a whole GOP at a time (so what remains
 // still starts with a key frame) and counted in Stats().Dropped. Frames
 // before the first key frame are kept like any other; the receiver decides

@@ -64,8 +64,8 @@ type Config struct {
 	// every frame at its arrival.
 	FPS int
 	Log *slog.Logger
-	// MaxHoldBytes caps the frames held while the clock is unsynchronised
-	// or the receiver is slow; 0 means clock.DefaultMaxHoldBytes.
+	// MaxHoldBytes caps the frames held while the receiver is slow; 0
+	// means clock.DefaultMaxHoldBytes.
 	MaxHoldBytes int
 	// MinBackoff and MaxBackoff bound the wait before restarting a child
 	// that exited; StopGrace is the wait between SIGTERM and SIGKILL.
