@@ -1,9 +1,6 @@
 package clock
 
-import (
-	"os"
-	"time"
-)
+import "os"
 
 // SyncSource says whether the wall clock is known to be right. The system
 // clock asks the kernel (adjtimex) and systemd-timesyncd; tests and
@@ -48,13 +45,4 @@ func FromEnv(c Clock) Clock {
 		return WithSync(c, FileSync{Path: p})
 	}
 	return c
-}
-
-// Offset returns wall − mono of c, sampled now; it is how a stream places
-// fragments of the current boot on the wall clock once c is synchronised.
-func Offset(c Clock) time.Duration {
-	m1 := c.Mono()
-	w := c.Now().UnixNano()
-	m2 := c.Mono()
-	return time.Duration(w) - (m1 + (m2-m1)/2)
 }
