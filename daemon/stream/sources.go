@@ -76,7 +76,7 @@ func newExecSource(c *config.Config, st config.Stream, log *slog.Logger) (driver
 	if err != nil {
 		return nil, err
 	}
-	return exec.New(exec.Config{Command: st.Command, FPS: st.FPS, Clock: clk, Log: log})
+	return exec.New(exec.Config{Command: st.Command, FPS: st.FPS, PTSFile: st.PTSFile, Clock: clk, Log: log})
 }
 
 func newV4L2Source(c *config.Config, st config.Stream, log *slog.Logger) (drivers.Source, error) {

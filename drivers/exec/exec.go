@@ -63,7 +63,10 @@ type Config struct {
 	// are smoothed onto it (see the package documentation). 0 stamps
 	// every frame at its arrival.
 	FPS int
-	Log *slog.Logger
+	// PTSFile, if set, is a path the command writes its own capture
+	// timestamps to (see pts.go); they are preferred to arrival times.
+	PTSFile string
+	Log     *slog.Logger
 	// MaxHoldBytes caps the frames held while the receiver is slow; 0
 	// means clock.DefaultMaxHoldBytes.
 	MaxHoldBytes int
@@ -80,6 +83,9 @@ type Source struct {
 	errs   drivers.Counters // only its error count is used
 	seq    uint64
 	fc     clock.FrameClock // owned by Run's goroutine
+	// ptsMissed counts a child's frames without an encoder timestamp;
+	// the first is logged.
+	ptsMissed int
 	// arrived, if set, sees every frame's arrival time before smoothing
 	// (tests compare the two).
 	arrived func(time.Duration)
@@ -183,6 +189,14 @@ func (s *Source) runChild(ctx context.Context) (frames int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("exec: stdout pipe: %w", err)
 	}
+	var pts *ptsReader
+	var pc ptsClock
+	if s.cfg.PTSFile != "" {
+		if pts, err = openPTS(s.cfg.PTSFile); err != nil {
+			return 0, err
+		}
+		defer pts.close()
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return 0, fmt.Errorf("exec: stderr pipe: %w", err)
@@ -220,6 +234,7 @@ func (s *Source) runChild(ctx context.Context) (frames int, err error) {
 
 	r := h264.NewReader(stdout)
 	s.fc.Reset() // a new encoder run starts a new grid
+	s.ptsMissed = 0
 	var readErr error
 	for {
 		au, err := r.Next()
@@ -238,7 +253,15 @@ func (s *Source) runChild(ctx context.Context) (frames int, err error) {
 		if s.arrived != nil {
 			s.arrived(mono)
 		}
-		if s.cfg.FPS > 0 {
+		stamped := false
+		if pts != nil {
+			if p, ok := pts.next(); ok {
+				mono, stamped = pc.stamp(mono, p), true
+			} else if s.ptsMissed++; s.ptsMissed == 1 {
+				s.log.Warn("encoder wrote no timestamp for a frame to pts_file in time; using arrival times", "pts_file", s.cfg.PTSFile, "wait", ptsWait)
+			}
+		}
+		if !stamped && s.cfg.FPS > 0 {
 			mono = s.fc.Stamp(mono)
 		}
 		s.mapper.Push(media.Frame{NALUs: au, Mono: mono, Key: h264.IsIDR(au), Seq: s.seq})

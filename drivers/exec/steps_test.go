@@ -181,3 +181,61 @@ func writeFragments(t *testing.T, path string, frs []media.Frame) int {
 	}
 	return fw.Frames
 }
+
+// TestEncoderTimestamps has ffmpeg write, next to the H.264 on stdout,
+// each frame's timestamp in the timecode-v2 form rpicam-vid --save-pts
+// writes (ffmpeg's mkvtimestamp_v2 muxer) to the FIFO the source makes:
+// frames are then stamped with the encoder's times, exact 1/30 s steps.
+func TestEncoderTimestamps(t *testing.T) {
+	ffmpeg := needFFmpeg(t)
+	fifo := filepath.Join(t.TempDir(), "pts")
+	cmd := []string{ffmpeg, "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-t", "8",
+		"-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-bf", "0", "-flush_packets", "1",
+		"-f", "tee", "-map", "0:v", "[f=h264]pipe\\:1|[f=mkvtimestamp_v2]" + fifo}
+	log, logs := testLogger(t)
+	s, err := newSource(Config{Command: cmd, FPS: 30, PTSFile: fifo, Clock: clock.System{Mode: clock.SyncTrust}, Log: log, MinBackoff: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var raw []time.Duration
+	s.arrived = func(d time.Duration) { mu.Lock(); raw = append(raw, d); mu.Unlock() }
+	out := make(chan media.Frame, 1024)
+	stop := startRun(t, s, out)
+	got := receive(t, out, 180, 30*time.Second)
+	stop()
+	if strings.Contains(logs.String(), "no timestamp") {
+		t.Fatalf("frames without an encoder timestamp:\n%s", logs.String())
+	}
+	// After the first second, in which the latency estimate settles on
+	// the encoder's smallest latency, steps are the encoder's.
+	// The timecode-v2 lines are whole milliseconds: 33 or 34 ms, give or
+	// take the latency estimate's 4 ms, except where a frame came
+	// through faster than ever before (it is not stamped after it arrived).
+	odd := 0
+	for i := 31; i < len(got); i++ {
+		step := got[i].Mono - got[i-1].Mono
+		if step < 29*time.Millisecond || step > 38*time.Millisecond {
+			if odd++; odd > len(got)/10 {
+				t.Fatalf("frame %d: step %v with encoder timestamps, %d such", i, step, odd)
+			}
+		}
+		mu.Lock()
+		a := raw[i]
+		mu.Unlock()
+		if got[i].Mono > a || a-got[i].Mono > time.Second {
+			t.Fatalf("frame %d stamped %v, arrived %v", i, got[i].Mono, a)
+		}
+	}
+	mu.Lock()
+	t.Logf("encoder timestamps, after the first second: arrival %v; stamped %v", steps(raw[30:len(got)]), steps(monoOf(got[30:])))
+	mu.Unlock()
+}
+
+func monoOf(frs []media.Frame) []time.Duration {
+	out := make([]time.Duration, len(frs))
+	for i, f := range frs {
+		out[i] = f.Mono
+	}
+	return out
+}
