@@ -192,13 +192,10 @@ func (f *Fragmenter) Push(fr media.Frame) (out Fragment, ok bool) {
 	} else {
 		t, prev = f.wallTime(fr.Time.UnixMilli()), f.prevEnd
 	}
-	if last := prev; f.open {
-		last = max(f.last, prev)
-		if t <= last {
-			t = last + 1
-			f.stats.Retimed++
-		}
-	} else if prev != 0 && t <= prev {
+	if f.open {
+		prev = max(prev, f.last)
+	}
+	if (f.open || prev != 0) && t <= prev {
 		t = prev + 1
 		f.stats.Retimed++
 	}
