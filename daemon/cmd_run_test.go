@@ -32,6 +32,7 @@ func writeRunConfig(t *testing.T, clip testclips.Clip, loop bool, extra string) 
 	body := fmt.Sprintf(`thing_name = "cam-test"
 region = "eu-west-1"
 state_dir = %q
+clock_sync = "trust" # replay on the wall clock whatever the machine's NTP says
 [credentials]
 source = "static"
 access_key_id = "AKIDEXAMPLE"

@@ -31,6 +31,18 @@ type Fragment struct {
 	Header []byte
 	// Cluster is the Cluster element (unknown size) with its SimpleBlocks.
 	Cluster []byte
+
+	// Mono is the first frame's capture instant on the monotonic clock
+	// of the boot that captured it; zero when the source had none.
+	Mono time.Duration
+	// WallUnknown marks a fragment captured before the wall clock was
+	// synchronised: Timecode is then Mono in milliseconds (time since
+	// Boot started), not epoch time, and the fragment must not be
+	// uploaded until Rebase has placed it on the wall clock.
+	WallUnknown bool
+	// Boot is the boot id of the machine run that captured the fragment;
+	// monotonic instants of different boots cannot be compared.
+	Boot BootID
 }
 
 // Time returns the fragment's start as a time.Time.
@@ -55,11 +67,22 @@ const (
 
 // fragmentMagic and fragmentVersion start every encoded fragment, so that a
 // record from another format or version is refused instead of misread.
+//
+// Version 2 adds the capture metadata of a fragment whose wall time is
+// unknown (flags, boot id, monotonic start) after the version 1 prefix.
+// Fragments with a known wall time are still written as version 1, so
+// rings written by earlier releases and rings read by them stay valid for
+// everything that could be uploaded.
 const (
 	fragmentMagic   = "KVSF"
 	fragmentVersion = 1
+	fragmentV2      = 2
 	// magic, version, timecode, duration, frames, header len, cluster len
 	fragmentFixed = 4 + 1 + 8 + 8 + 4 + 4 + 4
+	// flags, boot id, monotonic start
+	fragmentMeta = 1 + 16 + 8
+	// flagWallUnknown is bit 0 of the version 2 flags.
+	flagWallUnknown = 1
 )
 
 // ErrBadFragment is wrapped by UnmarshalBinary errors.
@@ -76,12 +99,21 @@ func (f *Fragment) AppendBinary(b []byte) ([]byte, error) {
 		return b, fmt.Errorf("fragment %d: cluster of %d bytes exceeds %d", f.Timecode, len(f.Cluster), MaxClusterSize)
 	}
 	b = append(b, fragmentMagic...)
-	b = append(b, fragmentVersion)
+	if f.WallUnknown {
+		b = append(b, fragmentV2)
+	} else {
+		b = append(b, fragmentVersion)
+	}
 	b = binary.LittleEndian.AppendUint64(b, uint64(f.Timecode))
 	b = binary.LittleEndian.AppendUint64(b, uint64(f.Duration))
 	b = binary.LittleEndian.AppendUint32(b, uint32(f.Frames))
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(f.Header)))
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(f.Cluster)))
+	if f.WallUnknown {
+		b = append(b, flagWallUnknown)
+		b = append(b, f.Boot[:]...)
+		b = binary.LittleEndian.AppendUint64(b, uint64(f.Mono))
+	}
 	b = append(b, f.Header...)
 	b = append(b, f.Cluster...)
 	return b, nil
@@ -89,7 +121,7 @@ func (f *Fragment) AppendBinary(b []byte) ([]byte, error) {
 
 // MarshalBinary encodes the fragment (see AppendBinary).
 func (f *Fragment) MarshalBinary() ([]byte, error) {
-	return f.AppendBinary(make([]byte, 0, fragmentFixed+len(f.Header)+len(f.Cluster)))
+	return f.AppendBinary(make([]byte, 0, fragmentFixed+fragmentMeta+len(f.Header)+len(f.Cluster)))
 }
 
 // UnmarshalBinary decodes a fragment. Header and Cluster alias b.
@@ -97,29 +129,47 @@ func (f *Fragment) UnmarshalBinary(b []byte) error {
 	if len(b) < fragmentFixed || string(b[:4]) != fragmentMagic {
 		return fmt.Errorf("%w: missing %q prefix", ErrBadFragment, fragmentMagic)
 	}
-	if b[4] != fragmentVersion {
-		return fmt.Errorf("%w: version %d, want %d", ErrBadFragment, b[4], fragmentVersion)
+	if b[4] != fragmentVersion && b[4] != fragmentV2 {
+		return fmt.Errorf("%w: version %d, want %d or %d", ErrBadFragment, b[4], fragmentVersion, fragmentV2)
 	}
 	tc := int64(binary.LittleEndian.Uint64(b[5:]))
 	dur := time.Duration(binary.LittleEndian.Uint64(b[13:]))
 	frames := binary.LittleEndian.Uint32(b[21:])
 	hl := binary.LittleEndian.Uint32(b[25:])
 	cl := binary.LittleEndian.Uint32(b[29:])
+	fixed := fragmentFixed
+	var meta Fragment
+	if b[4] == fragmentV2 {
+		fixed += fragmentMeta
+		if len(b) < fixed {
+			return fmt.Errorf("%w: version 2 metadata cut short", ErrBadFragment)
+		}
+		m := b[fragmentFixed:fixed]
+		meta.WallUnknown = m[0]&flagWallUnknown != 0
+		copy(meta.Boot[:], m[1:17])
+		meta.Mono = time.Duration(binary.LittleEndian.Uint64(m[17:]))
+		if meta.Mono < 0 {
+			return fmt.Errorf("%w: negative monotonic start %v", ErrBadFragment, meta.Mono)
+		}
+	}
 	if hl > MaxHeaderSize || cl > MaxClusterSize {
 		return fmt.Errorf("%w: header %d / cluster %d bytes out of range", ErrBadFragment, hl, cl)
 	}
-	if uint64(len(b)-fragmentFixed) != uint64(hl)+uint64(cl) {
-		return fmt.Errorf("%w: %d payload bytes, header and cluster say %d", ErrBadFragment, len(b)-fragmentFixed, uint64(hl)+uint64(cl))
+	if uint64(len(b)-fixed) != uint64(hl)+uint64(cl) {
+		return fmt.Errorf("%w: %d payload bytes, header and cluster say %d", ErrBadFragment, len(b)-fixed, uint64(hl)+uint64(cl))
 	}
 	if dur < 0 || frames > MaxClusterSize {
 		return fmt.Errorf("%w: duration %v, %d frames", ErrBadFragment, dur, frames)
 	}
 	*f = Fragment{
-		Timecode: tc,
-		Duration: dur,
-		Frames:   int(frames),
-		Header:   b[fragmentFixed : fragmentFixed+hl : fragmentFixed+hl],
-		Cluster:  b[fragmentFixed+hl:],
+		Timecode:    tc,
+		Duration:    dur,
+		Frames:      int(frames),
+		Header:      b[fixed : fixed+int(hl) : fixed+int(hl)],
+		Cluster:     b[fixed+int(hl):],
+		Mono:        meta.Mono,
+		WallUnknown: meta.WallUnknown,
+		Boot:        meta.Boot,
 	}
 	return nil
 }

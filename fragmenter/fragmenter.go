@@ -88,6 +88,58 @@ type Fragmenter struct {
 
 	prevEnd int64 // last timecode of any emitted fragment, ms
 	stats   Stats
+
+	// Frames whose wall time is unknown are timed on the monotonic clock
+	// (ms since boot): a timeline of their own, never mixed with wall
+	// time inside one fragment.
+	openUnknown bool          // the open fragment is on the monotonic timeline
+	openMono    time.Duration // its first frame's monotonic instant
+	prevEndMono int64         // prevEnd of the monotonic timeline
+	// slew is added to wall timecodes to absorb a large backward jump
+	// (see SetFloor); it shrinks by MaxSlew of the time that passes.
+	slew    int64
+	rawLast int64 // previous wall timecode as delivered, before slew
+}
+
+// Backward jumps of frame time larger than slewAbove are absorbed by
+// running the timeline slow (MaxSlew), smaller ones by moving single
+// frames 1 ms past their predecessor.
+const (
+	slewAbove = 100
+	// MaxSlew is the fraction by which frames are moved closer together
+	// while a backward jump is absorbed: 33 ms frames become 30 ms apart.
+	MaxSlew = 0.10
+)
+
+// SetFloor makes every later wall-clock timecode larger than floor (epoch
+// ms), typically the end of the newest fragment already stored, so that
+// storage order stays timecode order when the clock went back across a
+// restart. Frames that arrive below it are placed one frame after it and
+// the gap is absorbed gradually (MaxSlew), not by bunching frames 1 ms
+// apart. It does not apply to frames whose wall time is unknown.
+func (f *Fragmenter) SetFloor(floor int64) {
+	f.prevEnd = max(f.prevEnd, floor)
+}
+
+// wallTime returns the timecode of a frame with a known wall time,
+// applying and decaying the backward-jump slew.
+func (f *Fragmenter) wallTime(raw int64) int64 {
+	if f.slew > 0 && raw > f.rawLast {
+		f.slew -= min(f.slew, max(int64(float64(raw-f.rawLast)*MaxSlew), 1))
+	}
+	f.rawLast = raw
+	t := raw + f.slew
+	last := f.prevEnd
+	if f.open && !f.openUnknown {
+		last = max(last, f.last)
+	}
+	if last != 0 && last-t > slewAbove {
+		step := max(f.lastDelta, 1)
+		f.slew += last + step - t
+		t = last + step
+		f.stats.Retimed++
+	}
+	return t
 }
 
 // New returns a Fragmenter.
@@ -132,9 +184,23 @@ func (f *Fragmenter) SetFragmentDuration(d time.Duration) {
 func (f *Fragmenter) Push(fr media.Frame) (out Fragment, ok bool) {
 	f.noteParameterSets(fr.NALUs)
 	idr := h264.IsIDR(fr.NALUs)
-	t := fr.Time.UnixMilli()
-	if last := max(f.last, f.prevEnd); (f.open || f.prevEnd != 0) && t <= last {
-		t = last + 1
+	unknown := fr.Time.IsZero()
+	if f.open && unknown != f.openUnknown {
+		// The wall clock became known (or was lost across a restart):
+		// the open fragment ends here, the next starts at an IDR.
+		out, ok = f.finish(0)
+	}
+	var t, prev int64
+	if unknown {
+		t, prev = fr.Mono.Milliseconds(), f.prevEndMono
+	} else {
+		t, prev = f.wallTime(fr.Time.UnixMilli()), f.prevEnd
+	}
+	if f.open {
+		prev = max(prev, f.last)
+	}
+	if (f.open || prev != 0) && t <= prev {
+		t = prev + 1
 		f.stats.Retimed++
 	}
 
@@ -172,6 +238,7 @@ func (f *Fragmenter) Push(fr media.Frame) (out Fragment, ok bool) {
 		f.stats.DroppedNoIDR++
 		return out, ok
 	}
+	f.openUnknown, f.openMono = unknown, fr.Mono
 	f.add(fr, t)
 	return out, ok
 }
@@ -343,11 +410,13 @@ func (f *Fragmenter) finish(next int64) (Fragment, bool) {
 	}
 	dur := end - f.first
 	out := Fragment{
-		Timecode: f.first,
-		Duration: time.Duration(dur) * time.Millisecond,
-		Frames:   f.frames,
-		Header:   f.header,
-		Cluster:  f.cluster,
+		Timecode:    f.first,
+		Duration:    time.Duration(dur) * time.Millisecond,
+		Frames:      f.frames,
+		Header:      f.header,
+		Cluster:     f.cluster,
+		Mono:        f.openMono,
+		WallUnknown: f.openUnknown,
 	}
 	if f.spare != nil {
 		f.cluster, f.spare = f.spare[:0], nil
@@ -355,7 +424,11 @@ func (f *Fragmenter) finish(next int64) (Fragment, bool) {
 		f.cluster = make([]byte, 0, max(initialClusterCap, len(out.Cluster)+len(out.Cluster)/4))
 	}
 	f.open = false
-	f.prevEnd = f.last
+	if f.openUnknown {
+		f.prevEndMono = f.last
+	} else {
+		f.prevEnd = f.last
+	}
 	f.stats.Fragments++
 	return out, true
 }

@@ -183,6 +183,11 @@ type Stream struct {
 	Loop     bool     `toml:"loop"`     // file: start over at the end
 	Realtime bool     `toml:"realtime"` // file: pace at fps; false = as fast as possible
 	Command  []string `toml:"command"`  // exec: argv writing Annex-B H.264 to stdout
+	// PTSFile (exec) is where the command writes each frame's capture
+	// time, in the "timecode format v2" text form (rpicam-vid
+	// --save-pts); kvscamd makes it a FIFO. Empty: arrival times are
+	// smoothed onto fps instead.
+	PTSFile string `toml:"pts_file"`
 
 	Width   int `toml:"width"`
 	Height  int `toml:"height"`

@@ -75,6 +75,7 @@ var streamEffects = map[string]Effect{
 	"loop":              EffectRestartSource,
 	"realtime":          EffectRestartSource,
 	"command":           EffectRestartSource,
+	"pts_file":          EffectRestartSource,
 	"width":             EffectRestartSource,
 	"height":            EffectRestartSource,
 	"fps":               EffectRestartSource,

@@ -19,6 +19,7 @@ func testConfig(t *testing.T, names ...string) *config.Config {
 	c := config.Default()
 	c.ThingName, c.Region, c.StateDir = "cam-svc", "eu-west-1", t.TempDir()
 	c.Credentials.Source = config.CredentialsDefault
+	c.ClockSync = config.ClockSyncTrust // independent of the machine's NTP
 	c.Streams = nil
 	for _, n := range names {
 		st := config.DefaultStream()

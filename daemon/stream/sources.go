@@ -53,16 +53,22 @@ func (s *Stream) newSource(st config.Stream) (drivers.Source, error) {
 	return src, nil
 }
 
+// systemClock is the clock sources stamp frames with: the system clock
+// under clock_sync, or under the clock.TestSyncFileEnv test hook.
 func systemClock(c *config.Config) (clock.Clock, error) {
 	mode, err := clock.ParseSyncMode(string(c.ClockSync))
 	if err != nil {
 		return nil, err
 	}
-	return clock.System{Mode: mode}, nil
+	return clock.FromEnv(clock.System{Mode: mode}), nil
 }
 
-func newFileSource(_ *config.Config, st config.Stream, log *slog.Logger) (drivers.Source, error) {
-	return file.New(file.Config{Path: st.Path, FPS: st.FPS, Realtime: st.Realtime, Loop: st.Loop, Logger: log})
+func newFileSource(c *config.Config, st config.Stream, log *slog.Logger) (drivers.Source, error) {
+	clk, err := systemClock(c)
+	if err != nil {
+		return nil, err
+	}
+	return file.New(file.Config{Path: st.Path, FPS: st.FPS, Realtime: st.Realtime, Loop: st.Loop, Clock: clk, Logger: log})
 }
 
 func newExecSource(c *config.Config, st config.Stream, log *slog.Logger) (drivers.Source, error) {
@@ -70,7 +76,7 @@ func newExecSource(c *config.Config, st config.Stream, log *slog.Logger) (driver
 	if err != nil {
 		return nil, err
 	}
-	return exec.New(exec.Config{Command: st.Command, Clock: clk, Log: log})
+	return exec.New(exec.Config{Command: st.Command, FPS: st.FPS, PTSFile: st.PTSFile, Clock: clk, Log: log})
 }
 
 func newV4L2Source(c *config.Config, st config.Stream, log *slog.Logger) (drivers.Source, error) {

@@ -54,7 +54,7 @@ func (s *Stream) sourceStats() drivers.Stats {
 // Status returns a snapshot of the stream; safe to call at any time.
 func (s *Stream) Status() status.Stream {
 	src := s.sourceStats()
-	rs := s.ring.Stats()
+	rs := s.gate.Stats()
 	s.mu.Lock()
 	out := status.Stream{
 		Name:              s.name,

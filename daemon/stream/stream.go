@@ -92,6 +92,8 @@ type Stream struct {
 	log  *slog.Logger
 	opts Options
 	ring *ring.Ring
+	gate *wallGate // the ring as the sender sees it
+	boot fragmenter.BootID
 	frag *fragmenter.Fragmenter // owned by the fragmenter goroutine
 
 	wake     chan struct{} // capture loop: capture or source settings changed
@@ -148,11 +150,14 @@ func New(global *config.Config, st config.Stream, o Options) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", st.Name, err)
 	}
+	boot := currentBoot(log)
 	s := &Stream{
 		name:     st.Name,
 		log:      log,
 		opts:     o,
 		ring:     r,
+		gate:     newWallGate(r, boot, log),
+		boot:     boot,
 		wake:     make(chan struct{}, 1),
 		fragCtl:  make(chan fragMsg),
 		fragDone: make(chan struct{}),
@@ -166,6 +171,10 @@ func New(global *config.Config, st config.Stream, o Options) (*Stream, error) {
 		KeyFrames:        keyFrames{s},
 		Logger:           log,
 	})
+	// Storage order must stay timecode order even if the clock went back
+	// while the daemon was down.
+	s.frag.SetFloor(wallFloor(r))
+	reportUnplaced(r, log)
 	// Build the source now so that a configuration the driver refuses
 	// (a missing file, say) is reported before the daemon says it runs.
 	src, err := s.newSource(st)
@@ -490,9 +499,13 @@ func (s *Stream) fragLoop(frames <-chan media.Frame) error {
 // not returned: the fragmenter must keep going, so that capture resumes as
 // soon as the ring can take data again (e.g. when disk space returns).
 func (s *Stream) store(f *fragmenter.Fragment) {
+	f.Boot = s.boot
 	_, err := s.ring.Append(f)
 	if err == nil {
 		s.stored.Add(1)
+		if !f.WallUnknown && f.Mono > 0 {
+			s.gate.learn(f.Timecode - f.Mono.Milliseconds())
+		}
 		return
 	}
 	n := s.appendErrors.Add(1)
@@ -561,7 +574,7 @@ func (s *Stream) sender() (*sender.Sender, error) {
 		return nil, fmt.Errorf("uploads cannot start yet (capturing into the ring meanwhile): %w", err)
 	}
 	sc := SenderConfig(global, cfg)
-	sc.Ring, sc.Credentials, sc.Logger = s.ring, creds, s.log
+	sc.Ring, sc.Credentials, sc.Logger = s.gate, creds, s.log
 	if s.opts.TuneSender != nil {
 		s.opts.TuneSender(&sc)
 	}

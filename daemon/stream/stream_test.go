@@ -33,6 +33,8 @@ func testConfig(t *testing.T, clip testclips.Clip, loop bool) *config.Config {
 	c := config.Default()
 	c.ThingName, c.Region, c.StateDir = "cam-test", "eu-west-1", t.TempDir()
 	c.Credentials.Source = config.CredentialsDefault
+	// The replay's wall time must not depend on the test machine's NTP.
+	c.ClockSync = config.ClockSyncTrust
 	st := config.DefaultStream()
 	st.Name, st.Driver, st.Path, st.Realtime, st.Loop, st.FPS = "cam-test", config.DriverFile, clip.Path(), false, loop, clip.FPS
 	// Room for everything a looping replay produces before the test

@@ -8,13 +8,15 @@
 // wrong place in the archive. So no frame is ever stamped with an
 // unsynchronised clock.
 //
-// No video is lost while waiting: frames keep their CLOCK_MONOTONIC capture
-// instant (V4L2 buffers carry it; other sources read it at arrival) and wait
-// in a bounded queue (Mapper). The monotonic clock runs from boot and is
-// never stepped, so once the wall clock is synchronised a single offset
-// wall−mono, measured then, places every held frame exactly: wall = mono +
-// offset. Only when the queue would exceed its memory cap are the oldest
-// whole GOPs dropped, counted and logged with the reason.
+// No video waits for the clock: frames keep their CLOCK_MONOTONIC capture
+// instant (V4L2 buffers carry it; other sources read it at arrival) and,
+// while the wall clock is unsynchronised, go on without wall time, to be
+// stored at once with that instant and the boot id. The monotonic clock
+// runs from boot and is never stepped, so once the wall clock is
+// synchronised a single offset wall−mono, measured then, places every
+// frame of the boot exactly: wall = mono + offset. Frames of an earlier
+// boot can never be placed; they are kept, never uploaded with a guessed
+// time.
 //
 // After that anchor, wall time keeps being derived from the monotonic
 // instant, so a later clock step cannot reorder frames. Steps are still

@@ -88,28 +88,52 @@ func near(a, b time.Time, tol time.Duration) bool {
 func TestTimelineUnsyncedThenSync(t *testing.T) {
 	r := newRig(false)
 	tl := NewTimeline(r.clk)
-	var monos []time.Duration
-	for range 90 {
+	for i := range 90 {
 		r.clk.Advance(frameDur)
-		if _, ok := tl.Stamp(r.clk.Mono(), false); ok {
+		if _, ok := tl.Stamp(r.clk.Mono(), i%30 == 0); ok {
 			t.Fatal("stamped with an unsynchronised clock")
 		}
-		monos = append(monos, r.clk.Mono())
 	}
 	r.sync()
-	var last time.Time
-	for _, m := range monos { // the held frames, stamped late
-		w, ok := tl.Stamp(m, false)
-		if !ok || !near(w, truth(m), time.Millisecond) || !w.After(last) {
-			t.Fatalf("held frame at %v: %v, ok %v; want %v", m, w, ok, truth(m))
+	// Synchronised in the middle of a GOP: wall time starts at the next
+	// key frame, so that no fragment mixes the two.
+	for i := 90; i < 105; i++ {
+		r.clk.Advance(frameDur)
+		if _, ok := tl.Stamp(r.clk.Mono(), false); ok {
+			t.Fatalf("frame %d: wall time before the next key frame", i)
 		}
-		last = w
 	}
-	for _, w := range stampAll(t, r, tl, 60, &last) {
-		_ = w
+	r.clk.Advance(frameDur)
+	w, ok := tl.Stamp(r.clk.Mono(), true)
+	if !ok || !near(w, truth(r.clk.Mono()), time.Millisecond) {
+		t.Fatalf("key frame after sync: %v, ok %v; want %v", w, ok, truth(r.clk.Mono()))
 	}
+	// The offset places the frames stamped without wall time exactly.
+	if got := time.Unix(0, int64(tl.Offset()+bootMono)); !near(got, trueStart, time.Millisecond) {
+		t.Fatalf("offset puts boot+%v at %v, want %v", bootMono, got, trueStart)
+	}
+	last := w
+	stampAll(t, r, tl, 60, &last)
 	if got := truth(r.clk.Mono()); !near(last, got, time.Millisecond) {
 		t.Fatalf("after sync: %v, true %v", last, got)
+	}
+}
+
+func TestTimelineSyncWithoutKeyFrames(t *testing.T) {
+	r := newRig(false)
+	tl := NewTimeline(r.clk)
+	r.clk.Advance(frameDur)
+	tl.Stamp(r.clk.Mono(), true)
+	r.sync()
+	n := 0
+	for ; n < int(2*MaxForwardDelay/frameDur); n++ {
+		r.clk.Advance(frameDur)
+		if _, ok := tl.Stamp(r.clk.Mono(), false); ok {
+			break
+		}
+	}
+	if d := time.Duration(n) * frameDur; d < MaxForwardDelay-frameDur || d > MaxForwardDelay+frameDur {
+		t.Fatalf("wall time began after %v without key frames, want %v", d, MaxForwardDelay)
 	}
 }
 
@@ -200,49 +224,43 @@ func frame(seq uint64, key bool, mono time.Duration, size int) media.Frame {
 	return media.Frame{NALUs: [][]byte{make([]byte, size)}, Key: key, Seq: seq, Mono: mono}
 }
 
-func TestMapperHoldsUntilSynced(t *testing.T) {
+// TestMapperPassesUnsyncedFrames checks that frames never wait for the
+// clock: before it is synchronised they are delivered at once without
+// wall time, after it (from the next key frame) with it.
+func TestMapperPassesUnsyncedFrames(t *testing.T) {
 	r := newRig(false)
 	m := NewMapper(MapperConfig{Clock: r.clk})
 	out := make(chan media.Frame, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- m.Run(ctx, out) }()
-
-	const held = 300 // 10 s without a synchronised clock
-	for i := range held {
+	stop := m.Start(t.Context(), out)
+	defer stop()
+	const unsynced = 300 // 10 s without a synchronised clock
+	for i := range unsynced + 60 {
+		if i == unsynced {
+			r.sync()
+		}
 		r.clk.Advance(frameDur)
 		m.Push(frame(uint64(i), i%30 == 0, r.clk.Mono(), 1000))
-	}
-	r.sync()
-	for i := held; i < held+60; i++ {
-		r.clk.Advance(frameDur)
-		m.Push(frame(uint64(i), i%30 == 0, r.clk.Mono(), 1000))
-	}
-	var last time.Time
-	for i := range held + 60 {
-		f := <-out
+		f := <-out // delivered before the next frame is captured
 		if f.Seq != uint64(i) {
 			t.Fatalf("frame %d arrived as seq %d", i, f.Seq)
+		}
+		if i < unsynced {
+			if !f.Time.IsZero() || f.Mono != r.clk.Mono() {
+				t.Fatalf("unsynchronised frame %d: time %v mono %v", i, f.Time, f.Mono)
+			}
+			continue
 		}
 		if !near(f.Time, truth(f.Mono), time.Millisecond) {
 			t.Fatalf("frame %d stamped %v, captured at true %v", i, f.Time, truth(f.Mono))
 		}
-		if !f.Time.After(last) {
-			t.Fatalf("frame %d: %v not after %v", i, f.Time, last)
-		}
-		last = f.Time
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run after cancel: %v", err)
-	}
-	if s := m.Stats(); s.Frames != held+60 || s.Dropped != 0 || s.Bytes != (held+60)*1000 {
+	if s := m.Stats(); s.Frames != unsynced+60 || s.Dropped != 0 {
 		t.Fatalf("stats %+v", s)
 	}
 }
 
 func TestMapperDropsWholeGOPsWhenFull(t *testing.T) {
-	r := newRig(false)
+	r := newRig(true)
 	// Room for about 2.5 GOPs of 30 frames of 1000 bytes.
 	m := NewMapper(MapperConfig{Clock: r.clk, MaxHoldBytes: 75 * (1000 + frameOverhead + 24)})
 	for i := range 5 * 30 {
@@ -252,7 +270,6 @@ func TestMapperDropsWholeGOPsWhenFull(t *testing.T) {
 	if got := m.Stats().Dropped; got != 3*30 {
 		t.Fatalf("dropped %d frames, want 3 whole GOPs (90)", got)
 	}
-	r.sync()
 	out := make(chan media.Frame, 64)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

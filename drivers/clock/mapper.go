@@ -11,14 +11,10 @@ import (
 	"github.com/kvscamd/kvscamd/media"
 )
 
-// DefaultMaxHoldBytes caps the frames a Mapper keeps in memory: about four
-// minutes of a 2 Mbit/s stream, which covers NTP after a normal boot,
-// while leaving a Pi Zero (512 MiB) plenty of room.
+// DefaultMaxHoldBytes caps the frames a Mapper keeps in memory while its
+// receiver is slow: four minutes of a 2 Mbit/s stream (a long stall of
+// the disk), while leaving a Pi Zero (512 MiB) plenty of room.
 const DefaultMaxHoldBytes = 64 << 20
-
-// SyncPoll is how often a Mapper holding frames re-checks the clock when no
-// new frame arrives to prompt it.
-const SyncPoll = 500 * time.Millisecond
 
 // frameOverhead approximates the memory a queued frame costs beyond its
 // NAL unit bytes (slice headers, Frame struct).
@@ -34,11 +30,12 @@ type MapperConfig struct {
 
 // Mapper sits between a driver's capture loop and the receiver of its
 // frames. The capture loop Pushes frames carrying their monotonic capture
-// instant; Run stamps them with wall time and delivers them in order.
+// instant; Run stamps them with wall time (when it is known) and delivers
+// them in order.
 //
 // Capture never waits: Push only appends to a queue. Run, in its own
-// goroutine, waits for the receiver, so a slow receiver or an
-// unsynchronised clock makes the queue grow, up to MaxHoldBytes. Beyond
+// goroutine, waits for the receiver, so a slow receiver makes the queue
+// grow, up to MaxHoldBytes; the clock never does. Beyond
 // that the oldest frames are dropped a whole GOP at a time (so what remains
 // still starts with a key frame) and counted in Stats().Dropped. Frames
 // before the first key frame are kept like any other; the receiver decides
@@ -124,12 +121,8 @@ func (m *Mapper) shed() {
 	m.dropped.Add(uint64(n))
 	if !m.dropping {
 		m.dropping = true
-		reason := "the receiver is not keeping up"
-		if !m.anchored.Load() {
-			reason = "the wall clock is not synchronised, so frames cannot be stamped yet"
-		}
 		m.log.Warn("capture queue full: dropping oldest frames",
-			"reason", reason, "limit_bytes", m.maxBytes, "dropped", n)
+			"reason", "the receiver is not keeping up", "limit_bytes", m.maxBytes, "dropped", n)
 	}
 	m.compact()
 }
@@ -188,31 +181,13 @@ func (m *Mapper) Start(ctx context.Context, out chan<- media.Frame) (stop func()
 }
 
 // Run delivers queued frames to out, stamped with wall time, until ctx is
-// cancelled; it returns nil then. Only one Run may be active.
+// cancelled; it returns nil then. Only one Run may be active. While the
+// wall clock is unsynchronised, frames go on at once with a zero Time and
+// their monotonic instant (see Timeline.Stamp): the receiver stores them
+// and places them on the wall clock once it is known.
 func (m *Mapper) Run(ctx context.Context, out chan<- media.Frame) error {
-	waitingSince := time.Duration(-1)
+	unknownSince := time.Duration(-1)
 	for {
-		if !m.tl.Anchored() {
-			if m.Queued() > 0 && waitingSince < 0 {
-				waitingSince = m.clk.Mono()
-				m.log.Info("holding frames until the wall clock is synchronised")
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-m.wake:
-			case <-m.clk.After(SyncPoll):
-			}
-			continue
-		}
-		if !m.anchored.Load() {
-			m.anchored.Store(true)
-			if waitingSince >= 0 {
-				m.log.Info("wall clock synchronised: releasing held frames",
-					"held_frames", m.Queued(), "waited", m.clk.Mono()-waitingSince,
-					"wall_at_boot", time.Unix(0, int64(m.tl.Offset())).UTC())
-			}
-		}
 		f, ok := m.pop()
 		if !ok {
 			select {
@@ -222,7 +197,20 @@ func (m *Mapper) Run(ctx context.Context, out chan<- media.Frame) error {
 			}
 			continue
 		}
-		f.Time, _ = m.tl.Stamp(f.Mono, f.Key)
+		var known bool
+		f.Time, known = m.tl.Stamp(f.Mono, f.Key)
+		switch {
+		case !known && unknownSince < 0:
+			unknownSince = f.Mono
+			m.log.Info("wall clock not synchronised: frames go on with their monotonic capture times; they are uploaded once the clock is synchronised")
+		case known && !m.anchored.Load():
+			m.anchored.Store(true)
+			if unknownSince >= 0 {
+				m.log.Info("wall clock synchronised: frames carry wall time again",
+					"unsynchronised_for", f.Mono-unknownSince,
+					"wall_at_boot", time.Unix(0, int64(m.tl.Offset())).UTC())
+			}
+		}
 		data, _ := frameSize(f)
 		select {
 		case out <- f:

@@ -37,6 +37,11 @@ type Timeline struct {
 	lastMono time.Duration
 	fwdSince time.Duration // mono of the first frame that saw a pending forward step; -1 if none
 	slewing  bool          // absorbing a backward step; continues below StepTolerance
+	// unknown is set while frames are returned without wall time; once
+	// anchored, the switch to wall time waits for a key frame (where a
+	// fragment starts) for at most MaxForwardDelay from anchorMono.
+	unknown    bool
+	anchorMono time.Duration
 }
 
 // NewTimeline returns a Timeline reading clk.
@@ -50,6 +55,7 @@ func (t *Timeline) Anchored() bool {
 	if !t.anchored && t.clk.Synced() {
 		if target, ok := t.sample(); ok {
 			t.off, t.anchored = target, true
+			t.anchorMono = t.clk.Mono()
 		}
 	}
 	return t.anchored
@@ -74,12 +80,17 @@ func (t *Timeline) sample() (int64, bool) {
 
 // Stamp returns the wall time of a frame captured at mono; key marks a key
 // frame (where a forward step may be applied). ok is false while the
-// timeline has no anchor, i.e. the clock has never been synchronised.
-// Frames must be stamped in capture order.
+// timeline has no anchor, i.e. the clock has never been synchronised; the
+// frame then goes on with its monotonic instant only. After frames without
+// wall time, the first one with it is a key frame (or one MaxForwardDelay
+// after the anchor, for a stream without key frames), so that a fragment
+// never mixes the two. Frames must be stamped in capture order.
 func (t *Timeline) Stamp(mono time.Duration, key bool) (wall time.Time, ok bool) {
-	if !t.Anchored() {
+	if !t.Anchored() || (t.unknown && !key && mono-t.anchorMono < MaxForwardDelay) {
+		t.unknown = true
 		return time.Time{}, false
 	}
+	t.unknown = false
 	// The offset is followed only while the clock is vouched for: an
 	// unsynchronised wall clock may be wrong in any direction.
 	if t.clk.Synced() {

@@ -7,12 +7,14 @@
 // context ends, the child's process group gets SIGTERM and, after a grace
 // period, SIGKILL, so a wedged encoder cannot keep the camera busy.
 //
-// Frames are stamped with the monotonic instant their access unit was
-// complete on stdout (an encoder's pipe carries no timestamps), then mapped
-// to wall time by a clock.Mapper, which holds them while the wall clock is
-// unsynchronised. Encoders that buffer their output in bursts should be
-// told to flush every frame (ffmpeg: -flush_packets 1), or frames of one
-// burst get timestamps closer together than they were captured.
+// A raw H.264 pipe carries no timestamps, so frames are stamped with the
+// monotonic instant their access unit was complete on stdout. Encoders
+// write in bursts (ffmpeg's muxer buffering, x264's frame threads), so with
+// a known frame rate (Config.FPS) those arrival times are smoothed by a
+// clock.FrameClock: an even grid locked to the arrivals, which keeps real
+// pauses as gaps and stays within two frames of the arrivals. The
+// monotonic capture time is then mapped to wall time by a clock.Mapper
+// (frames go on without wall time while the clock is unsynchronised).
 //
 // Goroutines: Run owns the child, a stderr reader per child and the
 // Mapper's delivery goroutine; all end before Run returns.
@@ -57,9 +59,16 @@ type Config struct {
 	// Clock stamps frames; nil means the system clock in clock_sync
 	// "wait" mode.
 	Clock clock.Clock
-	Log   *slog.Logger
-	// MaxHoldBytes caps the frames held while the clock is unsynchronised
-	// or the receiver is slow; 0 means clock.DefaultMaxHoldBytes.
+	// FPS is the encoder's nominal frame rate; when set, arrival times
+	// are smoothed onto it (see the package documentation). 0 stamps
+	// every frame at its arrival.
+	FPS int
+	// PTSFile, if set, is a path the command writes its own capture
+	// timestamps to (see pts.go); they are preferred to arrival times.
+	PTSFile string
+	Log     *slog.Logger
+	// MaxHoldBytes caps the frames held while the receiver is slow; 0
+	// means clock.DefaultMaxHoldBytes.
 	MaxHoldBytes int
 	// MinBackoff and MaxBackoff bound the wait before restarting a child
 	// that exited; StopGrace is the wait between SIGTERM and SIGKILL.
@@ -68,11 +77,18 @@ type Config struct {
 
 // Source runs the command; create it with New.
 type Source struct {
-	cfg     Config
-	log     *slog.Logger
-	mapper  *clock.Mapper
-	errs    drivers.Counters // only its error count is used
-	seq     uint64
+	cfg    Config
+	log    *slog.Logger
+	mapper *clock.Mapper
+	errs   drivers.Counters // only its error count is used
+	seq    uint64
+	fc     clock.FrameClock // owned by Run's goroutine
+	// ptsMissed counts a child's frames without an encoder timestamp;
+	// the first is logged.
+	ptsMissed int
+	// arrived, if set, sees every frame's arrival time before smoothing
+	// (tests compare the two).
+	arrived func(time.Duration)
 	running sync.Mutex // one Run at a time
 }
 
@@ -100,7 +116,7 @@ func newSource(cfg Config) (*Source, error) {
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = DefaultStopGrace
 	}
-	s := &Source{cfg: cfg}
+	s := &Source{cfg: cfg, fc: clock.NewFrameClock(cfg.FPS)}
 	s.log = cfg.Log.With("source", s.Describe())
 	s.mapper = clock.NewMapper(clock.MapperConfig{Clock: cfg.Clock, MaxHoldBytes: cfg.MaxHoldBytes, Log: s.log})
 	return s, nil
@@ -173,6 +189,14 @@ func (s *Source) runChild(ctx context.Context) (frames int, err error) {
 	if err != nil {
 		return 0, fmt.Errorf("exec: stdout pipe: %w", err)
 	}
+	var pts *ptsReader
+	var pc ptsClock
+	if s.cfg.PTSFile != "" {
+		if pts, err = openPTS(s.cfg.PTSFile); err != nil {
+			return 0, err
+		}
+		defer pts.close()
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return 0, fmt.Errorf("exec: stderr pipe: %w", err)
@@ -209,6 +233,8 @@ func (s *Source) runChild(ctx context.Context) (frames int, err error) {
 	}()
 
 	r := h264.NewReader(stdout)
+	s.fc.Reset() // a new encoder run starts a new grid
+	s.ptsMissed = 0
 	var readErr error
 	for {
 		au, err := r.Next()
@@ -224,6 +250,20 @@ func (s *Source) runChild(ctx context.Context) (frames int, err error) {
 			break
 		}
 		mono := s.cfg.Clock.Mono()
+		if s.arrived != nil {
+			s.arrived(mono)
+		}
+		stamped := false
+		if pts != nil {
+			if p, ok := pts.next(); ok {
+				mono, stamped = pc.stamp(mono, p), true
+			} else if s.ptsMissed++; s.ptsMissed == 1 {
+				s.log.Warn("encoder wrote no timestamp for a frame to pts_file in time; using arrival times", "pts_file", s.cfg.PTSFile, "wait", ptsWait)
+			}
+		}
+		if !stamped && s.cfg.FPS > 0 {
+			mono = s.fc.Stamp(mono)
+		}
 		s.mapper.Push(media.Frame{NALUs: au, Mono: mono, Key: h264.IsIDR(au), Seq: s.seq})
 		s.seq++
 		frames++

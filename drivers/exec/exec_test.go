@@ -219,34 +219,39 @@ func (c *unsyncedClock) Now() time.Time {
 	return time.Unix(0, int64(clock.System{}.Mono()))
 }
 
-func TestHoldsFramesUntilClockSynced(t *testing.T) {
+// TestUnsyncedFramesFlowAtOnce checks that an unsynchronised clock holds
+// nothing back: frames arrive at once with their monotonic instants and no
+// wall time, and after sync (from the next key frame) with wall time.
+func TestUnsyncedFramesFlowAtOnce(t *testing.T) {
 	ffmpeg := needFFmpeg(t)
 	clk := &unsyncedClock{}
-	s, err := newSource(Config{Command: encoderArgs(ffmpeg, 30, false), Clock: clk, MinBackoff: time.Hour})
+	s, err := newSource(Config{Command: encoderArgs(ffmpeg, 150, true), Clock: clk, MinBackoff: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := make(chan media.Frame, 64)
 	startRun(t, s, out)
-	deadline := time.Now().Add(30 * time.Second)
-	for s.mapper.Queued() < 30 {
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d frames captured", s.mapper.Queued())
+	got := receive(t, out, 30, 10*time.Second)
+	for i, f := range got {
+		if !f.Time.IsZero() || f.Mono <= 0 || (i > 0 && f.Mono <= got[i-1].Mono) {
+			t.Fatalf("unsynchronised frame %d: time %v, mono %v", i, f.Time, f.Mono)
 		}
-		time.Sleep(10 * time.Millisecond) // polling a real condition
-	}
-	if n := len(out); n != 0 || s.Stats().Frames != 0 {
-		t.Fatalf("%d frames delivered with an unsynchronised clock", n)
 	}
 	clk.synced.Store(true)
-	got := receive(t, out, 30, 10*time.Second)
-	now := time.Now()
-	for i, f := range got {
-		if d := now.Sub(f.Time); d < -50*time.Millisecond || d > 30*time.Second {
-			t.Fatalf("held frame %d stamped %v, now %v", i, f.Time, now)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		f := receive(t, out, 1, 10*time.Second)[0]
+		if !f.Time.IsZero() {
+			if !f.Key {
+				t.Fatal("wall time began on a frame that is not a key frame")
+			}
+			if d := time.Since(f.Time); d < -50*time.Millisecond || d > 5*time.Second {
+				t.Fatalf("first synchronised frame stamped %v, now %v", f.Time, time.Now())
+			}
+			break
 		}
-		if i > 0 && !f.Time.After(got[i-1].Time) {
-			t.Fatalf("frame %d not after frame %d", i, i-1)
+		if time.Now().After(deadline) {
+			t.Fatal("no frame with wall time after sync")
 		}
 	}
 }

@@ -1,6 +1,14 @@
 // Package file replays an Annex-B H.264 file as a frame source: for demos,
-// tests and offline muxing. Frame k of a run is stamped start + k/fps, so
-// the output's timing does not depend on how fast the file is read.
+// tests and offline muxing. Frame k of a run is captured at start + k/fps,
+// so the output's timing does not depend on how fast the file is read or
+// how late a pacing timer fires: the nominal instant is the timestamp,
+// which is what a smoothed pipe source approximates.
+//
+// Without a fixed Config.Start the replay behaves like a camera under
+// clock_sync: frame k's monotonic instant is the run's monotonic start +
+// k/fps, and a drivers/clock Timeline puts it on the wall clock only once
+// the clock is synchronised; before that, frames go on with their
+// monotonic instant only (zero Time), as every other source's do.
 package file
 
 import (
@@ -13,6 +21,7 @@ import (
 	"time"
 
 	"github.com/kvscamd/kvscamd/drivers"
+	dclock "github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/media"
@@ -33,10 +42,12 @@ type Config struct {
 	// Loop restarts at the beginning of the file at its end; timestamps
 	// keep counting, so the replay looks like one long capture.
 	Loop bool
-	// Start stamps frame 0; zero means the time Run starts.
+	// Start stamps frame 0 on the wall clock, whatever the clock says
+	// (offline muxing); zero means the replay is timed like a capture,
+	// from the monotonic clock, under clock_sync (see the package doc).
 	Start time.Time
-	// Clock paces a realtime replay and stamps a zero Start; nil means
-	// the system clock.
+	// Clock paces a realtime replay and decides, through its Synced,
+	// when frames get wall time; nil means the system clock.
 	Clock  clock.Clock
 	Logger *slog.Logger
 }
@@ -80,13 +91,16 @@ func (s *Source) RequestKeyFrame() {}
 // Run replays the file until its end (or forever with Loop) or until ctx
 // is cancelled, which returns nil.
 func (s *Source) Run(ctx context.Context, out chan<- media.Frame) error {
-	start := s.cfg.Start
-	if start.IsZero() {
-		start = s.cfg.Clock.Now()
+	var p pacer
+	if s.cfg.Start.IsZero() {
+		p.tl = dclock.NewTimeline(s.cfg.Clock)
+		p.mono = s.cfg.Clock.Mono()
+	} else {
+		p.wall = s.cfg.Start
 	}
 	var k uint64
 	for pass := 0; ; pass++ {
-		n, err := s.replay(ctx, out, start, &k)
+		n, err := s.replay(ctx, out, &p, &k)
 		if err != nil || ctx.Err() != nil {
 			return err
 		}
@@ -100,8 +114,35 @@ func (s *Source) Run(ctx context.Context, out chan<- media.Frame) error {
 	}
 }
 
+// pacer times frames: from a fixed wall start (tl nil), or from a
+// monotonic start through a Timeline.
+type pacer struct {
+	wall time.Time
+	mono time.Duration
+	tl   *dclock.Timeline
+}
+
+// at returns the nominal offset of frame k from the start. Multiplying
+// before dividing lands frame k on the exact millisecond even when 1/fps
+// is not a whole number of them.
+func (s *Source) at(k uint64) time.Duration {
+	return time.Duration(k) * time.Second / time.Duration(s.cfg.FPS)
+}
+
+// wait sleeps until frame k is due in a realtime replay; false means ctx
+// ended.
+func (s *Source) wait(ctx context.Context, p *pacer, k uint64) bool {
+	var d time.Duration
+	if p.tl == nil {
+		d = p.wall.Add(s.at(k)).Sub(s.cfg.Clock.Now())
+	} else {
+		d = p.mono + s.at(k) - s.cfg.Clock.Mono()
+	}
+	return clock.Sleep(ctx, s.cfg.Clock, d) == nil
+}
+
 // replay sends one pass over the file and returns how many frames it read.
-func (s *Source) replay(ctx context.Context, out chan<- media.Frame, start time.Time, k *uint64) (int, error) {
+func (s *Source) replay(ctx context.Context, out chan<- media.Frame, p *pacer, k *uint64) (int, error) {
 	f, err := os.Open(s.cfg.Path)
 	if err != nil {
 		return 0, fmt.Errorf("file source: %w", err)
@@ -122,10 +163,16 @@ func (s *Source) replay(ctx context.Context, out chan<- media.Frame, start time.
 		if err != nil {
 			return n, fmt.Errorf("file source %s: %w", s.cfg.Path, err)
 		}
-		// Multiply before dividing so that frame k lands on the exact
-		// millisecond even when 1/fps is not a whole number of them.
-		at := start.Add(time.Duration(*k) * time.Second / time.Duration(s.cfg.FPS))
-		fr := media.Frame{NALUs: au, Time: at, Key: h264.IsIDR(au), Seq: *k}
+		fr := media.Frame{NALUs: au, Key: h264.IsIDR(au), Seq: *k}
+		if s.cfg.Realtime && !s.wait(ctx, p, *k) {
+			return n, nil
+		}
+		if p.tl == nil {
+			fr.Time = p.wall.Add(s.at(*k))
+		} else {
+			fr.Mono = p.mono + s.at(*k)
+			fr.Time, _ = p.tl.Stamp(fr.Mono, fr.Key)
+		}
 		*k++
 		n++
 		if !s.cfg.Realtime {
@@ -136,9 +183,6 @@ func (s *Source) replay(ctx context.Context, out chan<- media.Frame, start time.
 				return n, nil
 			}
 			continue
-		}
-		if clock.Sleep(ctx, s.cfg.Clock, at.Sub(s.cfg.Clock.Now())) != nil {
-			return n, nil
 		}
 		s.Offer(out, fr)
 	}

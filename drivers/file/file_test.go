@@ -111,3 +111,49 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestHonoursClockSync replays with a clock that is not synchronised at
+// first: frames carry their monotonic instants and no wall time, and after
+// the clock is synchronised they carry wall time = mono + offset from the
+// next key frame on.
+func TestHonoursClockSync(t *testing.T) {
+	clip := testclips.Get("high-aud.h264")
+	clk := clock.NewFake(time.Unix(0, 0))
+	clk.Advance(7 * time.Second)
+	clk.SetSynced(false)
+	src, err := New(Config{Path: clip.Path(), FPS: 30, Clock: clk, Loop: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan media.Frame) // unbuffered: the test paces the replay
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go src.Run(ctx, out)
+	stamped := 0
+	for k := range 3 * clip.Frames {
+		fr := <-out
+		mono := 7*time.Second + time.Duration(k)*time.Second/30
+		if fr.Mono != mono {
+			t.Fatalf("frame %d: mono %v, want %v", k, fr.Mono, mono)
+		}
+		switch {
+		case k == clip.Frames:
+			clk.Set(start) // NTP: the wall clock is right from now on
+			clk.SetSynced(true)
+			fallthrough
+		case k < clip.Frames:
+			if !fr.Time.IsZero() {
+				t.Fatalf("frame %d stamped %v with an unsynchronised clock", k, fr.Time)
+			}
+		case !fr.Time.IsZero():
+			stamped++
+			// start − 7 s is when the boot began on the wall clock.
+			if want := start.Add(mono - 7*time.Second); fr.Time.Sub(want).Abs() > time.Millisecond {
+				t.Fatalf("frame %d stamped %v, want %v", k, fr.Time, want)
+			}
+		}
+	}
+	if stamped < clip.Frames {
+		t.Fatalf("only %d frames with wall time after sync", stamped)
+	}
+}
