@@ -67,6 +67,12 @@ type wallGate struct {
 
 var _ sender.Store = (*wallGate)(nil)
 
+// The sender schedules live video first only with a store that has these.
+var _ interface {
+	Metas(ring.ID, func(ring.Meta) bool)
+	LastMeta() (ring.Meta, bool)
+} = (*wallGate)(nil)
+
 func newWallGate(r *ring.Ring, boot fragmenter.BootID, log *slog.Logger) *wallGate {
 	return &wallGate{r: r, boot: boot, log: log, known: make(chan struct{}),
 		orphans: map[ring.ID]struct{}{}, boots: map[fragmenter.BootID]int{}}
@@ -302,4 +308,52 @@ func reportUnplaced(r *ring.Ring, log *slog.Logger) {
 		log.Info("the ring holds fragments stored before the clock was synchronised; those of this boot are uploaded once it is, those of earlier boots are kept and never uploaded",
 			"fragments", n, "first_id", first.ID, "last_id", last.ID)
 	}
+}
+
+// Metas implements the sender's live-first view of the ring: fragments
+// without wall time are shown at their wall-clock place once this boot's
+// offset is known; before that the ready part ends at the first of them,
+// as in NextID. Orphans are left out.
+func (g *wallGate) Metas(from ring.ID, fn func(ring.Meta) bool) {
+	off, known := g.offset()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	orphans := g.orphans
+	g.r.Metas(from, func(m ring.Meta) bool {
+		if onMonoTimeline(m.Start.UnixMilli()) {
+			if _, orphan := orphans[m.ID]; orphan {
+				return true
+			}
+			if !known {
+				return false
+			}
+			m.Start = m.Start.Add(time.Duration(off) * time.Millisecond)
+		}
+		return fn(m)
+	})
+}
+
+// LastMeta implements the live-first view: the newest fragment that Metas
+// shows.
+func (g *wallGate) LastMeta() (ring.Meta, bool) {
+	if off, known := g.offset(); known {
+		m, ok := g.r.LastMeta()
+		if !ok || !onMonoTimeline(m.Start.UnixMilli()) {
+			return m, ok
+		}
+		g.mu.Lock()
+		_, orphan := g.orphans[m.ID]
+		g.mu.Unlock()
+		if !orphan {
+			m.Start = m.Start.Add(time.Duration(off) * time.Millisecond)
+			return m, true
+		}
+	}
+	var last ring.Meta
+	found := false
+	g.Metas(0, func(m ring.Meta) bool {
+		last, found = m, true
+		return true
+	})
+	return last, found
 }
