@@ -13,7 +13,7 @@ require (
 	github.com/aws/smithy-go v1.28.9
 	github.com/bluenviron/mediacommon/v2 v2.9.2
 	github.com/vladimirvivien/go4vl v0.3.0
-	golang.org/x/sync v0.10.0
+	golang.org/x/sync v0.17.0
 	golang.org/x/sys v0.38.0
 )
 
@@ -27,4 +27,7 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/sso v1.39.4 // indirect
 	github.com/aws/aws-sdk-go-v2/service/ssooidc v1.44.4 // indirect
 	github.com/aws/aws-sdk-go-v2/service/sts v1.51.9 // indirect
+	github.com/eclipse/paho.mqtt.golang v1.5.1 // indirect
+	github.com/gorilla/websocket v1.5.3 // indirect
+	golang.org/x/net v0.44.0 // indirect
 )
