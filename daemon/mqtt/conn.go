@@ -156,7 +156,7 @@ func Connect(ctx context.Context, o ConnOptions) (*Conn, error) {
 	c := &Conn{log: o.Logger, lim: newLimiter(MaxPublishPerSecond), lost: make(chan struct{}), routes: o.Routes}
 	used := false
 	po := paho.NewClientOptions().
-		AddBroker("tcp://"+o.Endpoint).
+		AddBroker("tcp://" + o.Endpoint).
 		SetClientID(o.ClientID).
 		SetCleanSession(true).
 		SetAutoReconnect(false).

@@ -38,7 +38,9 @@ type jobs struct {
 	token int
 }
 
-func newJobs(r *Runner) *jobs { return &jobs{r: r, q: newQueue("jobs", r.log), done: map[string]bool{}} }
+func newJobs(r *Runner) *jobs {
+	return &jobs{r: r, q: newQueue("jobs", r.log), done: map[string]bool{}}
+}
 
 func (j *jobs) run(ctx context.Context) {
 	for {
