@@ -163,6 +163,12 @@ func (b *Broker) Stop() {
 	lf.Close()
 }
 
+// Start starts a stopped broker again on the same port.
+func (b *Broker) Start() {
+	b.t.Helper()
+	b.start()
+}
+
 // Restart stops the broker and starts it again on the same port.
 func (b *Broker) Restart() {
 	b.t.Helper()
