@@ -223,7 +223,7 @@ func Default() Config {
 			Shadow:            true,
 			Jobs:              true,
 		},
-		Streams:     []Stream{DefaultStream()},
+		Streams: []Stream{DefaultStream()},
 	}
 }
 
