@@ -2,7 +2,6 @@ package mqtt_test
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -332,4 +331,3 @@ func startService(t *testing.T) *service.Service {
 	return svc
 }
 
-var _ = tls.VersionTLS12
