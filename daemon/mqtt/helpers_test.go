@@ -330,4 +330,3 @@ func startService(t *testing.T) *service.Service {
 	})
 	return svc
 }
-
