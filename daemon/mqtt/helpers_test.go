@@ -195,8 +195,7 @@ type rig struct {
 type rigOptions struct {
 	features  mqtt.Features
 	telemetry time.Duration
-	// beforeRunner runs after the cloud side subscribed, before the
-	// device connects (e.g. to seed retained messages).
+	// minBackoff and maxBackoff default to 200ms and 1s.
 	minBackoff, maxBackoff time.Duration
 }
 
