@@ -12,8 +12,9 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/kinesisvideo v1.34.0
 	github.com/aws/smithy-go v1.28.9
 	github.com/bluenviron/mediacommon/v2 v2.9.2
+	github.com/eclipse/paho.mqtt.golang v1.5.1
 	github.com/vladimirvivien/go4vl v0.3.0
-	golang.org/x/sync v0.10.0
+	golang.org/x/sync v0.17.0
 	golang.org/x/sys v0.38.0
 )
 
@@ -53,6 +54,7 @@ require (
 	github.com/goreleaser/chglog v0.7.4 // indirect
 	github.com/goreleaser/fileglob v1.4.0 // indirect
 	github.com/goreleaser/nfpm/v2 v2.45.2 // indirect
+	github.com/gorilla/websocket v1.5.3 // indirect
 	github.com/huandu/xstrings v1.5.0 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/invopop/jsonschema v0.13.0 // indirect

@@ -2,20 +2,18 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	osexec "os/exec"
 	"strings"
 	"time"
 
 	"github.com/kvscamd/kvscamd/credentials"
-	"github.com/kvscamd/kvscamd/credentials/certs"
 	"github.com/kvscamd/kvscamd/daemon/config"
+	"github.com/kvscamd/kvscamd/daemon/mqtt"
 	"github.com/kvscamd/kvscamd/daemon/sender"
 	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/drivers/clock"
@@ -174,27 +172,12 @@ func checkDevice(cfg *config.Config, st *config.Stream) (string, error) {
 	return fail("unknown driver %q", st.Driver)
 }
 
-// checkMQTT loads the MQTT certificates and completes a TLS handshake with
-// the broker; the MQTT session itself is not opened.
+// checkMQTT connects to the broker as the thing, subscribes to every
+// topic filter the daemon uses and reports which of TLS, authentication
+// or the policy failed. It publishes nothing.
 func checkMQTT(ctx context.Context, cfg *config.Config) (string, error) {
-	m := cfg.MQTT
-	if !m.Enabled {
+	if !cfg.MQTT.Enabled {
 		return "mqtt: ok disabled (mqtt.enabled = false)", nil
 	}
-	fail := func(err error) (string, error) { return "mqtt: FAIL " + err.Error(), err }
-	host, _, err := net.SplitHostPort(m.Endpoint)
-	if err != nil {
-		return fail(fmt.Errorf("endpoint %q: %v; set endpoint = \"<prefix>-ats.iot.<region>.amazonaws.com:8883\"", m.Endpoint, err))
-	}
-	tc, err := certs.ClientTLSConfig(certs.Files{Cert: m.Cert, Key: m.Key, CA: m.CA}, host, time.Now())
-	if err != nil {
-		return fail(err)
-	}
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: tc}
-	conn, err := d.DialContext(ctx, "tcp", m.Endpoint)
-	if err != nil {
-		return fail(fmt.Errorf("TLS connection to %s: %v; check the endpoint (aws iot describe-endpoint --endpoint-type iot:Data-ATS) and that the certificate is active", m.Endpoint, err))
-	}
-	conn.Close()
-	return fmt.Sprintf("mqtt: ok TLS handshake with %s as %s", m.Endpoint, cfg.ThingName), nil
+	return mqtt.Check(ctx, cfg.MQTT, cfg.ThingName)
 }

@@ -25,6 +25,7 @@ const (
 	DefaultCredentialsSource = CredentialsIoT
 	DefaultRetention         = 24 * time.Hour
 	DefaultTelemetryInterval = 60 * time.Second
+	DefaultMQTTKeepAlive     = 300 * time.Second
 )
 
 // Stream defaults.
@@ -163,9 +164,20 @@ type KVS struct {
 // MQTT is the [mqtt] table.
 type MQTT struct {
 	Enabled bool `toml:"enabled"`
-	// Endpoint is host:port of the AWS IoT Core data endpoint.
-	Endpoint          string   `toml:"endpoint"`
+	// Endpoint is host:port of the AWS IoT Core data endpoint. Port 443
+	// connects with the ALPN protocol x-amzn-mqtt-ca, any other port
+	// (8883 on AWS) with plain MQTT over TLS.
+	Endpoint string `toml:"endpoint"`
+	// KeepAlive is the MQTT keep-alive; AWS IoT accepts 30s to 1200s.
+	KeepAlive         Duration `toml:"keep_alive"`
 	TelemetryInterval Duration `toml:"telemetry_interval"`
+	// Commands subscribes to AWS IoT commands. An account without the
+	// feature may drop connections that subscribe to it: turn it off.
+	Commands bool `toml:"commands"`
+	// Shadow follows the named shadow "kvscamd".
+	Shadow bool `toml:"shadow"`
+	// Jobs runs AWS IoT jobs.
+	Jobs bool `toml:"jobs"`
 	// Cert, Key and CA default to the [credentials] ones.
 	Cert string `toml:"cert"`
 	Key  string `toml:"key"`
@@ -226,8 +238,14 @@ func Default() Config {
 		ClockSync:   DefaultClockSync,
 		Credentials: Credentials{Source: DefaultCredentialsSource},
 		KVS:         KVS{Retention: Duration(DefaultRetention)},
-		MQTT:        MQTT{TelemetryInterval: Duration(DefaultTelemetryInterval)},
-		Streams:     []Stream{DefaultStream()},
+		MQTT: MQTT{
+			KeepAlive:         Duration(DefaultMQTTKeepAlive),
+			TelemetryInterval: Duration(DefaultTelemetryInterval),
+			Commands:          true,
+			Shadow:            true,
+			Jobs:              true,
+		},
+		Streams: []Stream{DefaultStream()},
 	}
 }
 

@@ -50,7 +50,7 @@ func TestDefaults(t *testing.T) {
 			RoleAlias: "kvscamd", Cert: "/c.pem", Key: "/k.pem",
 		},
 		KVS:  KVS{Retention: Duration(24 * time.Hour)},
-		MQTT: MQTT{TelemetryInterval: Duration(60 * time.Second), Cert: "/c.pem", Key: "/k.pem"},
+		MQTT: MQTT{KeepAlive: Duration(300 * time.Second), TelemetryInterval: Duration(60 * time.Second), Commands: true, Shadow: true, Jobs: true, Cert: "/c.pem", Key: "/k.pem"},
 		Streams: []Stream{{
 			Name: "cam-0001", Driver: "v4l2", Device: "/dev/video0", Realtime: true,
 			Width: 1280, Height: 720, FPS: 30, Bitrate: 2000000,
@@ -198,6 +198,17 @@ var validationCases = []struct {
 	{"mqtt telemetry", func(c *Config) { c.MQTT.Enabled = true; c.MQTT.Endpoint = "h:8883"; c.MQTT.TelemetryInterval = 0 }, "mqtt.telemetry_interval", "at least 1s"},
 	{"mqtt cert", func(c *Config) { c.MQTT.Enabled = true; c.MQTT.Endpoint = "h:8883"; c.MQTT.Cert = "" }, "mqtt.cert", "required"},
 	{"mqtt key", func(c *Config) { c.MQTT.Enabled = true; c.MQTT.Endpoint = "h:8883"; c.MQTT.Key = "" }, "mqtt.key", "required"},
+	{"mqtt port number", func(c *Config) { c.MQTT.Enabled = true; c.MQTT.Endpoint = "h:mqtt" }, "mqtt.endpoint", "not a port number"},
+	{"mqtt keep-alive short", func(c *Config) {
+		c.MQTT.Enabled = true
+		c.MQTT.Endpoint = "h:8883"
+		c.MQTT.KeepAlive = Duration(10 * time.Second)
+	}, "mqtt.keep_alive", "from 30s to 20m0s"},
+	{"mqtt keep-alive long", func(c *Config) {
+		c.MQTT.Enabled = true
+		c.MQTT.Endpoint = "h:443"
+		c.MQTT.KeepAlive = Duration(time.Hour)
+	}, "mqtt.keep_alive", "got 1h0m0s"},
 	{"no streams", func(c *Config) { c.Streams = nil }, "stream", "add a [[stream]] table"},
 	{"stream name empty", func(c *Config) { c.Streams[0].Name = "" }, "stream[0].name", "required"},
 	{"stream name chars", func(c *Config) { c.Streams[0].Name = "a/b" }, "stream[0].name", `has '/' at position 2; use only a-z A-Z 0-9 _ . -`},

@@ -42,6 +42,10 @@ const (
 	// MinTelemetryInterval keeps telemetry from eating into the MQTT
 	// message quota.
 	MinTelemetryInterval = time.Second
+	// MinMQTTKeepAlive and MaxMQTTKeepAlive are what AWS IoT Core
+	// accepts: it treats less as 30 s and refuses more.
+	MinMQTTKeepAlive = 30 * time.Second
+	MaxMQTTKeepAlive = 1200 * time.Second
 	// MaxRetention is the longest data retention KVS allows (10 years);
 	// KVS counts retention in whole hours.
 	MaxRetention = 87600 * time.Hour
@@ -181,7 +185,12 @@ func (m *MQTT) validate(v *validator) {
 	if v.required("mqtt.endpoint", m.Endpoint, `"xxxx-ats.iot.eu-west-1.amazonaws.com:8883" (aws iot describe-endpoint --endpoint-type iot:Data-ATS)`) {
 		if _, port, err := net.SplitHostPort(m.Endpoint); err != nil || port == "" {
 			v.add("mqtt.endpoint", "%q must be host:port; set e.g. endpoint = \"%s:8883\"", m.Endpoint, strings.TrimSuffix(m.Endpoint, ":"))
+		} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			v.add("mqtt.endpoint", "port %q of %q is not a port number; AWS IoT listens on 8883, or 443 with ALPN", port, m.Endpoint)
 		}
+	}
+	if k := m.KeepAlive.Std(); k < MinMQTTKeepAlive || k > MaxMQTTKeepAlive {
+		v.add("mqtt.keep_alive", "must be from %s to %s (what AWS IoT accepts), got %s; set keep_alive = \"300s\"", MinMQTTKeepAlive, MaxMQTTKeepAlive, m.KeepAlive)
 	}
 	if m.TelemetryInterval.Std() < MinTelemetryInterval {
 		v.add("mqtt.telemetry_interval", "must be at least %s, got %s; set telemetry_interval = \"60s\"", MinTelemetryInterval, m.TelemetryInterval)

@@ -69,10 +69,98 @@ func (svc *Service) Do(ctx context.Context, c status.Command) (status.Result, er
 		return status.Result{Message: fmt.Sprintf("stream %s restarted", c.Stream)}, nil
 	case status.OpReload:
 		return svc.ReloadFile()
+	case status.OpSet:
+		return svc.set(c.Stream, c.Settings)
 	case "":
 		return status.Result{}, status.Errorf(status.CodeBadRequest, "command has no op; use one of %s", strings.Join(status.Ops, ", "))
 	}
 	return status.Result{}, status.Errorf(status.CodeUnknownOp, "unknown op %q; use one of %s", c.Op, strings.Join(status.Ops, ", "))
+}
+
+// set changes one stream's settings with the same validation and the same
+// live-or-restart sorting as a reload. The configuration in force takes
+// the new values, so that a later reload compares the file with what runs.
+func (svc *Service) set(name string, s status.Settings) (status.Result, error) {
+	svc.reloadMu.Lock()
+	defer svc.reloadMu.Unlock()
+	r, err := svc.find(name)
+	if err != nil {
+		return status.Result{}, err
+	}
+	if s.Empty() {
+		return status.Result{}, status.Errorf(status.CodeBadArgument,
+			"set: give at least one of mode, upload_rate_limit, keyframe_interval, bitrate, fps, width, height")
+	}
+	st := r.s.Config()
+	if err := ApplySettings(&st, s); err != nil {
+		return status.Result{}, err
+	}
+	cs, err := r.s.Apply(st)
+	if err != nil {
+		return status.Result{}, err
+	}
+	restart := false
+	for i := range cs {
+		if cs[i].Effect == stream.EffectStreamRestart {
+			cs[i].Effect = EffectRestarted
+			restart = true
+		}
+	}
+	if restart {
+		if err := svc.restart(r, st); err != nil {
+			return status.Result{Changes: cs}, status.Errorf(status.CodeInternal, "set: %v", err)
+		}
+	}
+	svc.mu.Lock()
+	next := *svc.cfg
+	next.Streams = append([]config.Stream(nil), svc.cfg.Streams...)
+	for i := range next.Streams {
+		if next.Streams[i].Name == name {
+			next.Streams[i] = st
+		}
+	}
+	svc.cfg = &next
+	svc.mu.Unlock()
+	for _, c := range cs {
+		svc.log.Info("setting changed", "op", "set", "stream", name, "key", c.Key, "old", c.Old, "new", c.New, "effect", c.Effect)
+	}
+	res := status.Result{Message: fmt.Sprintf("stream %s: %d settings changed", name, len(cs)), Changes: cs}
+	if len(cs) == 0 {
+		res.Message = fmt.Sprintf("stream %s: nothing changed", name)
+	}
+	return res, nil
+}
+
+// ApplySettings writes the keys s names into st. A value that does not
+// parse is a CodeBadArgument error naming the key; ranges are checked by
+// the configuration's own validation when the result is applied.
+func ApplySettings(st *config.Stream, s status.Settings) error {
+	if s.Mode != "" {
+		st.Mode = config.Mode(s.Mode)
+	}
+	if s.UploadRateLimit != "" {
+		r, err := config.ParseRate(s.UploadRateLimit)
+		if err != nil {
+			return status.Errorf(status.CodeBadArgument, "set: upload_rate_limit: %v; write e.g. \"2MB/s\" or \"0\" for unlimited", err)
+		}
+		st.UploadRateLimit = r
+	}
+	if s.KeyframeInterval != "" {
+		d, err := config.ParseDuration(s.KeyframeInterval)
+		if err != nil {
+			return status.Errorf(status.CodeBadArgument, "set: keyframe_interval: %v", err)
+		}
+		st.KeyframeInterval = d
+	}
+	for _, f := range []struct {
+		v   *int
+		dst *int
+	}{{s.Bitrate, &st.Bitrate}, {s.FPS, &st.FPS}, {s.Width, &st.Width}, {s.Height, &st.Height}} {
+		if f.v != nil {
+			*f.dst = *f.v
+		}
+	}
+	return nil
 }
 
 func onOff(on bool) string {

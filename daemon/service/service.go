@@ -25,6 +25,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/config"
+	"github.com/kvscamd/kvscamd/daemon/mqtt"
 	"github.com/kvscamd/kvscamd/daemon/status"
 	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/drivers/clock"
@@ -75,6 +76,7 @@ type Service struct {
 	prov    *credentials.Provider
 	credErr error
 	lastErr *status.ErrorAt
+	mqtt    *mqtt.Runner // nil while mqtt.enabled = false
 	// reloadMu serialises reloads, restarts and the commands that reach
 	// a stream, so that a command always lands on the stream in force
 	// (not one being replaced), without holding mu while a stream stops.
@@ -176,7 +178,30 @@ func (svc *Service) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	svc.mu.Lock()
+	mc := svc.cfg.MQTT
+	thing := svc.cfg.ThingName
+	svc.mu.Unlock()
+	mqttCtx, stopMQTT := context.WithCancel(ctx)
+	mqttDone := make(chan struct{})
+	if !mc.Enabled {
+		close(mqttDone)
+	} else {
+		// MQTT is one more front-end: it reaches the streams only
+		// through Do and Status, and its outages never stop capture.
+		r := mqtt.New(mqtt.Options{Config: mc, Thing: thing, Version: svc.opts.Version, Daemon: svc, Logger: svc.log})
+		svc.mu.Lock()
+		svc.mqtt = r
+		svc.mu.Unlock()
+		go func() {
+			defer close(mqttDone)
+			_ = r.Run(mqttCtx)
+		}()
+	}
 	<-ctx.Done()
+	// MQTT first, so that it says "offline" before the streams stop.
+	stopMQTT()
+	<-mqttDone
 	svc.reloadMu.Lock() // no restart may start a stream now
 	svc.wg.Wait()
 	svc.reloadMu.Unlock()
@@ -273,7 +298,7 @@ func (svc *Service) Status() status.Status {
 	for i, r := range svc.streams {
 		streams[i] = r.s
 	}
-	prov, credErr := svc.prov, svc.credErr
+	prov, credErr, mr := svc.prov, svc.credErr, svc.mqtt
 	st := status.Status{
 		Version:   svc.opts.Version,
 		Started:   svc.started,
@@ -300,9 +325,12 @@ func (svc *Service) Status() status.Status {
 	default:
 		st.Creds.State = "starting"
 	}
-	st.MQTT = status.MQTTStatus{Enabled: cfg.MQTT.Enabled, State: "not supported by this version"}
-	if !cfg.MQTT.Enabled {
-		st.MQTT.State = "disabled"
+	st.MQTT = status.MQTTStatus{Enabled: cfg.MQTT.Enabled, State: "disabled"}
+	switch {
+	case mr != nil:
+		st.MQTT.State = mr.State()
+	case cfg.MQTT.Enabled:
+		st.MQTT.State = "starting"
 	}
 	for _, s := range streams {
 		st.Streams = append(st.Streams, s.Status())

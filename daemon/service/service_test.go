@@ -181,3 +181,49 @@ func TestNewRefusesInvalid(t *testing.T) {
 		t.Fatalf("New with stream name \"..\": %v", err)
 	}
 }
+
+// set applies live settings with the reload's validation, refuses bad
+// ones whole, and becomes the configuration a later reload compares with.
+func TestSet(t *testing.T) {
+	c := testConfig(t, "a")
+	svc := startService(t, c)
+	fps := 1000
+	if _, err := svc.Do(t.Context(), status.Command{Op: status.OpSet, Stream: "a", Settings: status.Settings{Mode: "record", FPS: &fps}}); status.CodeOf(err) != status.CodeInvalidConfig {
+		t.Fatalf("fps 1000: %v", err)
+	}
+	if m := svc.Status().Streams[0].Mode; m != "live" {
+		t.Errorf("a refused set changed the mode to %s", m)
+	}
+	if _, err := svc.Do(t.Context(), status.Command{Op: status.OpSet, Stream: "a"}); status.CodeOf(err) != status.CodeBadArgument {
+		t.Errorf("empty set: %v", err)
+	}
+	if _, err := svc.Do(t.Context(), status.Command{Op: status.OpSet, Stream: "a", Settings: status.Settings{UploadRateLimit: "fast"}}); status.CodeOf(err) != status.CodeBadArgument {
+		t.Errorf("bad rate: %v", err)
+	}
+	res, err := svc.Do(t.Context(), status.Command{Op: status.OpSet, Stream: "a", Settings: status.Settings{Mode: "record", UploadRateLimit: "1MB/s"}})
+	if err != nil || len(res.Changes) != 2 {
+		t.Fatalf("set: %+v %v", res, err)
+	}
+	for _, ch := range res.Changes {
+		if ch.Effect != "live" {
+			t.Errorf("change %+v not live", ch)
+		}
+	}
+	if m := svc.Status().Streams[0].Mode; m != "record" {
+		t.Errorf("mode after set: %s", m)
+	}
+	// Reloading the original file brings the file's values back.
+	res, err = svc.Reload(testConfig(t, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, ch := range res.Changes {
+		if ch.Stream == "a" {
+			keys = append(keys, ch.Key)
+		}
+	}
+	if !slices.Contains(keys, "mode") || !slices.Contains(keys, "upload_rate_limit") {
+		t.Errorf("reload after set changed %v, want mode and upload_rate_limit back", keys)
+	}
+}

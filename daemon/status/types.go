@@ -165,10 +165,11 @@ const (
 	OpUpload  = "upload"  // Stream, From, To
 	OpRestart = "restart" // Stream: stop and start its chain again
 	OpReload  = "reload"  // read the configuration file again
+	OpSet     = "set"     // Stream, Settings: change one stream's settings live
 )
 
 // Ops lists every operation, for error messages.
-var Ops = []string{OpPing, OpStatus, OpCapture, OpUpload, OpRestart, OpReload}
+var Ops = []string{OpPing, OpStatus, OpCapture, OpUpload, OpRestart, OpReload, OpSet}
 
 // Command is one operator action.
 type Command struct {
@@ -177,7 +178,23 @@ type Command struct {
 	On     *bool     `json:"on,omitempty"`
 	From   time.Time `json:"from,omitzero"`
 	To     time.Time `json:"to,omitzero"`
+	Settings
 }
+
+// Settings are the stream keys OpSet changes, spelt as in the
+// configuration file; a missing key keeps its value.
+type Settings struct {
+	Mode             string `json:"mode,omitempty"`              // live or record
+	UploadRateLimit  string `json:"upload_rate_limit,omitempty"` // "2MB/s"; "0" = unlimited
+	KeyframeInterval string `json:"keyframe_interval,omitempty"` // "2s"
+	Bitrate          *int   `json:"bitrate,omitempty"`           // bits per second
+	FPS              *int   `json:"fps,omitempty"`
+	Width            *int   `json:"width,omitempty"`
+	Height           *int   `json:"height,omitempty"`
+}
+
+// Empty reports whether s changes nothing.
+func (s Settings) Empty() bool { return s == Settings{} }
 
 // Result is what an action did.
 type Result struct {
