@@ -2,11 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"time"
+
+	"github.com/kvscamd/kvscamd/credentials/certs"
+	"github.com/kvscamd/kvscamd/daemon/mqtt"
 
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/provision"
@@ -117,4 +122,35 @@ func provisionFirst(ctx context.Context, path string, cfg *config.Config, log *s
 		return nil, fmt.Errorf("provision: the identity stored in %s was not found again on reload", cfg.Provisioning.Dir)
 	}
 	return next, nil
+}
+
+// checkProvisioning is check's provisioning line: the identity when there
+// is one, else whether the claim certificate is usable and accepted by
+// the endpoint (it connects, and subscribes to nothing).
+func checkProvisioning(ctx context.Context, cfg *config.Config) (string, error) {
+	p := cfg.Provisioning
+	if id := cfg.Identity; id != nil {
+		if !id.NotAfter.IsZero() && time.Now().After(id.NotAfter) {
+			err := errors.New("expired")
+			return fmt.Sprintf("provisioning: FAIL thing %s: the device certificate expired at %s; remove %s to provision again with the claim certificate",
+				id.ThingName, id.NotAfter.Format(time.RFC3339), filepath.Join(p.Dir, "current")), err
+		}
+		return fmt.Sprintf("provisioning: ok thing %s, certificate %s valid until %s, renewed %s before", id.ThingName, id.CertificateID,
+			id.NotAfter.Format(time.RFC3339), p.RenewBefore), nil
+	}
+	if _, err := certs.LoadKeyPair(p.ClaimCert, p.ClaimKey, time.Now()); err != nil {
+		return fmt.Sprintf("provisioning: FAIL the claim certificate: %v; install the fleet's claim certificate and key at claim_cert and claim_key", err), err
+	}
+	conn, err := mqtt.Connect(ctx, mqtt.ConnOptions{
+		Endpoint: p.Endpoint, ClientID: "kvscamd-check", KeepAlive: time.Minute,
+		TLS: func() (*tls.Config, error) {
+			return certs.ClientTLSConfig(certs.Files{Cert: p.ClaimCert, Key: p.ClaimKey, CA: p.CA}, "", time.Now())
+		},
+	})
+	if err != nil {
+		return fmt.Sprintf("provisioning: FAIL not provisioned yet, and %s refuses the claim certificate: %v", p.Endpoint, err), err
+	}
+	conn.Close()
+	return fmt.Sprintf("provisioning: ok not provisioned yet; %s accepts the claim certificate, and kvscamd run will register this device with template %s",
+		p.Endpoint, p.Template), nil
 }

@@ -58,6 +58,7 @@ type Identity struct {
 	// as the cloud sent it.
 	DeviceConfiguration map[string]any `json:"device_configuration,omitempty"`
 	Template            string         `json:"template"`
+	NotBefore           time.Time      `json:"not_before"`
 	NotAfter            time.Time      `json:"not_after"`
 	ProvisionedAt       time.Time      `json:"provisioned_at"`
 	// Generation is the subdirectory this identity was loaded from.

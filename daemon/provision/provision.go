@@ -253,6 +253,7 @@ func Once(ctx context.Context, o Options, who Identity) (*identity.Identity, err
 		CertificateID:       issued.CertificateID,
 		DeviceConfiguration: reg.DeviceConfiguration,
 		Template:            cfg.Template,
+		NotBefore:           cert.NotBefore,
 		NotAfter:            cert.NotAfter,
 		ProvisionedAt:       o.Clock.Now().UTC(),
 	}

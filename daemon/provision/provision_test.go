@@ -285,18 +285,24 @@ func TestRenew(t *testing.T) {
 
 func TestDue(t *testing.T) {
 	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	year := 365 * 24 * time.Hour
 	for _, c := range []struct {
-		notAfter time.Time
-		want     bool
+		notBefore, notAfter time.Time
+		want                bool
 	}{
-		{now.Add(60 * 24 * time.Hour), false},
-		{now.Add(31 * 24 * time.Hour), false},
-		{now.Add(29 * 24 * time.Hour), true},
-		{now.Add(-time.Hour), true},
-		{time.Time{}, false},
+		{now.Add(-year), now.Add(60 * 24 * time.Hour), false},
+		{now.Add(-year), now.Add(31 * 24 * time.Hour), false},
+		{now.Add(-year), now.Add(29 * 24 * time.Hour), true},
+		{now.Add(-year), now.Add(-time.Hour), true},
+		{time.Time{}, now.Add(29 * 24 * time.Hour), true},
+		{time.Time{}, time.Time{}, false},
+		// A day-long certificate: renewed with a third of it left.
+		{now.Add(-time.Hour), now.Add(23 * time.Hour), false},
+		{now.Add(-17 * time.Hour), now.Add(7 * time.Hour), true},
 	} {
-		if got := provision.Due(&identity.Identity{NotAfter: c.notAfter}, now, config.DefaultRenewBefore); got != c.want {
-			t.Errorf("Due(not after %v) = %v, want %v", c.notAfter, got, c.want)
+		id := &identity.Identity{NotBefore: c.notBefore, NotAfter: c.notAfter}
+		if got := provision.Due(id, now, config.DefaultRenewBefore); got != c.want {
+			t.Errorf("Due(%v..%v) = %v, want %v", c.notBefore, c.notAfter, got, c.want)
 		}
 	}
 }

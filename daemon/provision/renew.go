@@ -14,8 +14,17 @@ import (
 const renewCheck = time.Hour
 
 // Due says whether id's certificate is within before of expiring at now.
+// A certificate that lives no longer than before is renewed when a third
+// of its life is left instead, so that a short-lived one is not renewed
+// again at every check.
 func Due(id *identity.Identity, now time.Time, before time.Duration) bool {
-	return !id.NotAfter.IsZero() && now.After(id.NotAfter.Add(-before))
+	if id.NotAfter.IsZero() {
+		return false
+	}
+	if life := id.NotAfter.Sub(id.NotBefore); !id.NotBefore.IsZero() && life <= before {
+		before = life / 3
+	}
+	return now.After(id.NotAfter.Add(-before))
 }
 
 // Renew replaces the device certificate now: a new key and CSR, signed
