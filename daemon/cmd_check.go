@@ -71,6 +71,20 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 	defer cancel()
+	if cfg.Provisioning.Enabled() {
+		line(checkProvisioning(cctx, cfg))
+	}
+	if cfg.ProvisioningPending() {
+		// Without its identity the device has no credentials or streams
+		// to check yet; the sources can be.
+		for i := range cfg.Streams {
+			line(checkDevice(cfg, &cfg.Streams[i]))
+		}
+		if failed > 0 {
+			return &exitError{code: exitFailure}
+		}
+		return nil
+	}
 	// The lines say what matters; the providers' own logs would repeat it.
 	quiet := credentials.WithLogger(slog.New(slog.DiscardHandler))
 	credLine, credErr := credentials.Check(cctx, cfg.CredentialsConfig(), quiet)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/heartbeat"
+	"github.com/kvscamd/kvscamd/daemon/provision"
 	"github.com/kvscamd/kvscamd/daemon/sdnotify"
 	"github.com/kvscamd/kvscamd/daemon/service"
 	"github.com/kvscamd/kvscamd/daemon/status"
@@ -56,6 +57,9 @@ func runDaemon(ctx context.Context, path string, stderr io.Writer, o service.Opt
 	level := new(slog.LevelVar)
 	level.Set(cfg.LogLevel.Slog())
 	log := newLogger(stderr, level)
+	if cfg, err = provisionFirst(ctx, path, cfg, log); cfg == nil {
+		return err // nil: stopped while provisioning
+	}
 	o.ConfigPath, o.Logger, o.LogLevel, o.Version = path, log, level, version
 	hb := o.Stream.Heartbeat
 	if hb == nil {
@@ -90,6 +94,11 @@ func runDaemon(ctx context.Context, path string, stderr io.Writer, o service.Opt
 			}
 		}
 	}()
+	if cfg.Provisioning.Enabled() && cfg.Identity != nil {
+		go func() {
+			_ = provision.RunRenewal(nctx, provision.Options{Config: cfg.Provisioning, Logger: log})
+		}()
+	}
 	err = svc.Run(ctx)
 	stopNotify()
 	<-notified

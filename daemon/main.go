@@ -32,6 +32,7 @@ type command struct {
 var commands = []command{
 	{"run", "run the service: capture, buffer and upload", cmdRun},
 	{"check", "validate the configuration, files, credentials, endpoints and clock", cmdCheck},
+	{"provision", "give this device its own AWS IoT identity (fleet provisioning)", cmdProvision},
 	{"status", "show the state of the running daemon", cmdStatus},
 	{"upload", "ask the running daemon to upload a time range of a stream", cmdUpload},
 	{"capture", "turn a stream's capture on or off in the running daemon", cmdCapture},

@@ -8,9 +8,11 @@
 package config
 
 import (
-	"github.com/kvscamd/kvscamd/credentials"
 	"log/slog"
 	"time"
+
+	"github.com/kvscamd/kvscamd/credentials"
+	"github.com/kvscamd/kvscamd/credentials/identity"
 )
 
 // DefaultPath is where the service looks for its configuration file.
@@ -26,6 +28,10 @@ const (
 	DefaultRetention         = 24 * time.Hour
 	DefaultTelemetryInterval = 60 * time.Second
 	DefaultMQTTKeepAlive     = 300 * time.Second
+	// DefaultRenewBefore renews a provisioned certificate a month before
+	// it expires: time enough for a camera that is offline for weeks.
+	DefaultRenewBefore = 30 * 24 * time.Hour
+	DefaultKeyType     = KeyECDSAP256
 )
 
 // Stream defaults.
@@ -127,9 +133,26 @@ type Config struct {
 	Credentials Credentials `toml:"credentials"`
 	KVS         KVS         `toml:"kvs"`
 	MQTT        MQTT        `toml:"mqtt"`
+	// Provisioning, when its template is set, gives the device its thing
+	// name and certificate by AWS IoT fleet provisioning.
+	Provisioning Provisioning `toml:"provisioning"`
 	// Streams are the [[stream]] tables. A file without any gets one
 	// stream with all defaults.
 	Streams []Stream `toml:"stream"`
+
+	// Identity is the provisioned identity found in Provisioning.Dir when
+	// the file was loaded; nil when provisioning is off or not done yet.
+	// It overrides thing_name and the device certificate.
+	Identity *identity.Identity `toml:"-"`
+	// IdentityErr is why a provisioned identity could not be read.
+	IdentityErr error `toml:"-"`
+}
+
+// ProvisioningPending says whether the device waits for fleet
+// provisioning: until it is done there is no thing name or certificate,
+// and `kvscamd run` provisions before anything else.
+func (c *Config) ProvisioningPending() bool {
+	return c.Provisioning.Enabled() && c.Identity == nil
 }
 
 // Credentials is the [credentials] table.
@@ -183,6 +206,51 @@ type MQTT struct {
 	Key  string `toml:"key"`
 	CA   string `toml:"ca"`
 }
+
+// Provisioning is the [provisioning] table: fleet provisioning by claim.
+type Provisioning struct {
+	// Template is the fleet provisioning template's name; empty turns
+	// provisioning off.
+	Template string `toml:"template"`
+	// Endpoint is the AWS IoT data endpoint, host:port; defaults to
+	// mqtt.endpoint.
+	Endpoint string `toml:"endpoint"`
+	// ClaimCert and ClaimKey are the claim certificate shared by the
+	// fleet; it is used for nothing but provisioning.
+	ClaimCert string `toml:"claim_cert"`
+	ClaimKey  string `toml:"claim_key"`
+	// CA verifies the endpoint; defaults to mqtt.ca, then the system roots.
+	CA string `toml:"ca"`
+	// Dir keeps the device's own key and certificate; defaults to
+	// <state_dir>/identity.
+	Dir string `toml:"dir"`
+	// SerialNumber is the template's SerialNumber parameter; empty reads
+	// the device tree serial number, then /etc/machine-id, then a MAC
+	// address.
+	SerialNumber string `toml:"serial_number"`
+	// Parameters are further template parameters.
+	Parameters map[string]string `toml:"parameters"`
+	// KeyType of the device key: "ecdsa-p256" or "rsa-2048".
+	KeyType KeyType `toml:"key_type"`
+	// RenewBefore renews the device certificate this long before it
+	// expires.
+	RenewBefore Duration `toml:"renew_before"`
+}
+
+// KeyType is the value of provisioning.key_type.
+type KeyType string
+
+// Allowed key types: what AWS IoT accepts in a CSR.
+const (
+	KeyECDSAP256 KeyType = "ecdsa-p256"
+	KeyRSA2048   KeyType = "rsa-2048"
+)
+
+// Enabled says whether fleet provisioning is configured.
+func (p *Provisioning) Enabled() bool { return p.Template != "" }
+
+// Store is the identity directory.
+func (p *Provisioning) Store() identity.Store { return identity.Store{Dir: p.Dir} }
 
 // Stream is one [[stream]] table: a camera and the KVS stream it feeds.
 type Stream struct {
@@ -245,7 +313,8 @@ func Default() Config {
 			Shadow:            true,
 			Jobs:              true,
 		},
-		Streams: []Stream{DefaultStream()},
+		Provisioning: Provisioning{KeyType: DefaultKeyType, RenewBefore: Duration(DefaultRenewBefore)},
+		Streams:      []Stream{DefaultStream()},
 	}
 }
 
@@ -271,6 +340,7 @@ func DefaultStream() Stream {
 // fillDerived applies the defaults that depend on other keys: stream names
 // follow thing_name and MQTT reuses the device certificate.
 func (c *Config) fillDerived() {
+	c.applyIdentity()
 	for i := range c.Streams {
 		if c.Streams[i].Name == "" {
 			c.Streams[i].Name = c.ThingName

@@ -255,6 +255,9 @@ func suggest(k toml.Key) string {
 	best, bestDist := "", maxDist+1
 	for i := 0; i < t.NumField(); i++ {
 		tag := tagName(t.Field(i))
+		if tag == "-" || tag == "" {
+			continue // not a key of the file
+		}
 		if d := editDistance(last, tag); d < bestDist {
 			best, bestDist = tag, d
 		}

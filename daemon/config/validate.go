@@ -80,9 +80,10 @@ func (ps Problems) Error() string {
 func (c *Config) Validate() error {
 	var v validator
 	c.validateTop(&v)
-	c.Credentials.validate(&v)
+	c.Credentials.validate(&v, c.ProvisioningPending())
 	c.KVS.validate(&v)
 	c.MQTT.validate(&v)
+	c.Provisioning.validate(&v)
 	c.validateStreams(&v)
 	if len(v) == 0 {
 		return nil
@@ -124,7 +125,13 @@ func lastPiece(key string) string {
 }
 
 func (c *Config) validateTop(v *validator) {
-	if v.required("thing_name", c.ThingName, `"cam-0001"`) {
+	if c.IdentityErr != nil {
+		v.add("provisioning.dir", "%v", c.IdentityErr)
+	}
+	// Until fleet provisioning has run, the cloud has not named the thing
+	// yet: an empty thing_name is expected then.
+	unnamed := c.ProvisioningPending() && c.ThingName == ""
+	if !unnamed && v.required("thing_name", c.ThingName, `"cam-0001"`) {
 		if len(c.ThingName) > MaxThingNameLen || !thingNameRE.MatchString(c.ThingName) {
 			v.add("thing_name", "%q is not a valid AWS IoT thing name; use 1..%d of a-z A-Z 0-9 : _ -", c.ThingName, MaxThingNameLen)
 		}
@@ -139,7 +146,9 @@ func (c *Config) validateTop(v *validator) {
 	oneOf(v, "clock_sync", c.ClockSync, ClockSyncWait, ClockSyncTrust)
 }
 
-func (cr *Credentials) validate(v *validator) {
+// validate checks the table; pending (fleet provisioning not done yet)
+// allows the device certificate to be missing, as provisioning creates it.
+func (cr *Credentials) validate(v *validator, pending bool) {
 	oneOf(v, "credentials.source", cr.Source, CredentialsIoT, CredentialsStatic, CredentialsDefault)
 	switch cr.Source {
 	case CredentialsIoT:
@@ -149,8 +158,10 @@ func (cr *Credentials) validate(v *validator) {
 			}
 		}
 		v.required("credentials.role_alias", cr.RoleAlias, `"kvscamd" (the IoT role alias that grants KVS access)`)
-		v.required("credentials.cert", cr.Cert, `"/etc/kvscamd/certs/device.pem.crt"`)
-		v.required("credentials.key", cr.Key, `"/etc/kvscamd/certs/private.pem.key"`)
+		if !pending {
+			v.required("credentials.cert", cr.Cert, `"/etc/kvscamd/certs/device.pem.crt"`)
+			v.required("credentials.key", cr.Key, `"/etc/kvscamd/certs/private.pem.key"`)
+		}
 	case CredentialsStatic:
 		v.required("credentials.access_key_id", cr.AccessKeyID, `"AKIA..."`)
 		v.required("credentials.secret_access_key", cr.SecretAccessKey.Reveal(), `"..."`)
@@ -207,6 +218,10 @@ func (c *Config) validateStreams(v *validator) {
 	for i := range c.Streams {
 		s := &c.Streams[i]
 		key := fmt.Sprintf("stream[%d]", i)
+		if s.Name == "" && c.ProvisioningPending() {
+			// Named after the thing once it is provisioned.
+			continue
+		}
 		s.validate(v, key)
 		if j, dup := seen[s.Name]; dup && s.Name != "" {
 			v.add(key+".name", "%q is already the name of stream[%d]; give every stream its own name", s.Name, j)

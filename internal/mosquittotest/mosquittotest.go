@@ -28,6 +28,12 @@ import (
 // Cloud is the common name of the identity allowed on every topic.
 const Cloud = "aws-cloud"
 
+// Claim is the common name tests give a fleet's claim certificate. Every
+// client may use the fleet provisioning topics (a device renews its
+// certificate there); the claim has no thing of its own, so that is all it
+// may use, as the claim policy in AWS IoT allows.
+const Claim = "fleet-claim"
+
 // startTimeout bounds how long the broker may take to accept connections.
 const startTimeout = 10 * time.Second
 
@@ -35,6 +41,8 @@ const startTimeout = 10 * time.Second
 const acl = `pattern readwrite $aws/things/%u/#
 pattern readwrite $aws/commands/things/%u/#
 pattern readwrite kvscamd/%u/#
+pattern readwrite $aws/certificates/create-from-csr/json/#
+pattern readwrite $aws/provisioning-templates/+/provision/json/#
 
 user ` + Cloud + `
 topic readwrite $aws/#
