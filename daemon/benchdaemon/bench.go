@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -75,11 +76,12 @@ type benchResult struct {
 // captureOffResult is what the daemon wrote while every stream's capture
 // was off and nothing was left to upload: it should be nothing.
 type captureOffResult struct {
-	Seconds       float64 `json:"seconds"`
-	WriteBytes    int64   `json:"process_write_bytes"`
-	DeviceBytes   *int64  `json:"device_bytes,omitempty"`
-	StateChanged  bool    `json:"state_files_changed"`
-	SettleSeconds float64 `json:"settle_seconds"` // capture off until all acknowledged
+	Seconds       float64  `json:"seconds"`
+	WriteBytes    int64    `json:"process_write_bytes"`
+	DeviceBytes   *int64   `json:"device_bytes,omitempty"`
+	StateChanged  bool     `json:"state_files_changed"`
+	ChangedFiles  []string `json:"changed_files,omitempty"` // path: size mtime before -> after
+	SettleSeconds float64  `json:"settle_seconds"`          // capture off until all acknowledged
 }
 
 type benchReport struct {
@@ -327,22 +329,34 @@ func captureOff(ctx context.Context, d *daemon, dur time.Duration) (*captureOffR
 	}
 	res.Seconds = time.Since(t1).Seconds()
 	res.WriteBytes = p1.WriteBytes - p0.WriteBytes
-	res.StateChanged = snap0 != snap1
+	for p, before := range snap0 {
+		if after := snap1[p]; after != before {
+			res.ChangedFiles = append(res.ChangedFiles, fmt.Sprintf("%s: %s -> %s", p, before, after))
+		}
+	}
+	for p, after := range snap1 {
+		if _, ok := snap0[p]; !ok {
+			res.ChangedFiles = append(res.ChangedFiles, fmt.Sprintf("%s: new, %s", p, after))
+		}
+	}
+	slices.Sort(res.ChangedFiles)
+	res.StateChanged = len(res.ChangedFiles) > 0
 	return res, nil
 }
 
-// snapshotTree lists every file under dir with its size and mtime, so two
+// snapshotTree maps every file under dir to its size and mtime, so two
 // snapshots differ when anything was written.
-func snapshotTree(dir string) (string, error) {
-	var b strings.Builder
+func snapshotTree(dir string) (map[string]string, error) {
+	m := map[string]string{}
 	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(&b, "%s %d %d\n", p, fi.Size(), fi.ModTime().UnixNano())
+		rel, _ := filepath.Rel(dir, p)
+		m[rel] = fmt.Sprintf("size %d mtime %s", fi.Size(), fi.ModTime().UTC().Format("15:04:05.000000"))
 		return nil
 	})
-	return b.String(), err
+	return m, err
 }
 
 // printTable prints one row per metric and one column per daemon.
@@ -407,7 +421,14 @@ func printTable(w io.Writer, rep benchReport) {
 			}
 			return fmt.Sprint(*r.CaptureOff.DeviceBytes)
 		})
-		row("capture off: state files changed", func(r benchResult) string { return fmt.Sprint(r.CaptureOff.StateChanged) })
+		row("capture off: state files changed", func(r benchResult) string { return fmt.Sprint(len(r.CaptureOff.ChangedFiles)) })
 	}
 	tw.Flush()
+	for _, r := range rep.Results {
+		if r.CaptureOff != nil {
+			for _, c := range r.CaptureOff.ChangedFiles {
+				fmt.Fprintf(w, "%s: written while capture was off: %s\n", r.Variant, c)
+			}
+		}
+	}
 }

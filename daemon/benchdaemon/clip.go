@@ -87,7 +87,7 @@ func encodeClip(ctx context.Context, path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid()) // concurrent runs do not share it
 	cmd := exec.CommandContext(ctx, "ffmpeg", "-v", "error", "-y",
 		"-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=1920x1080:rate=%d", clipFPS), "-t", fmt.Sprint(clipSeconds),
 		"-vf", "noise=alls=12:allf=t",

@@ -73,7 +73,12 @@ func newRig(work string, o rigOptions) (*rig, error) {
 		r.Close()
 		return nil, err
 	}
-	pki, err := testpki.Generate(filepath.Join(work, "pki"), thing)
+	pkiDir := filepath.Join(work, "pki")
+	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
+		r.Close()
+		return nil, err
+	}
+	pki, err := testpki.Generate(pkiDir, thing)
 	if err != nil {
 		r.Close()
 		return nil, err
