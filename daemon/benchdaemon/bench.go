@@ -265,7 +265,8 @@ func summarize(o options, clip *clipInfo, d *daemon, ss []sample, r *rig) benchR
 // Capture-off check limits.
 const (
 	settleTimeout = 90 * time.Second
-	settlePoll    = 200 * time.Millisecond
+	settlePoll    = 500 * time.Millisecond
+	settleStable  = 4 // polls in a row with nothing new
 )
 
 // captureOff turns capture off, waits until every stored fragment is
@@ -276,17 +277,25 @@ func captureOff(ctx context.Context, d *daemon, dur time.Duration) (*captureOffR
 	if err := d.setCapture(ctx, false); err != nil {
 		return nil, err
 	}
+	// Settled: every source is down, nothing is left to acknowledge, and
+	// the store count held still over one more poll (the flush of the
+	// last fragment may reach the ring just after the state changes).
 	deadline := t0.Add(settleTimeout)
-	for {
+	var prev daemonStatus
+	for stable := 0; stable < settleStable; {
 		st, err := d.status(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if st.CaptureOn == 0 && st.Unacked == 0 {
-			break
+		if st.CaptureOff == len(d.streams) && st.Unacked == 0 && st.Stored == prev.Stored && st.Acked == prev.Acked {
+			stable++
+		} else {
+			stable = 0
 		}
+		prev = st
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("daemon %s: capture off, but %d fragments still unacknowledged after %v", d.spec.Name, st.Unacked, settleTimeout)
+			return nil, fmt.Errorf("daemon %s: capture off, but not settled after %v: %d of %d streams off, %d fragments unacknowledged",
+				d.spec.Name, settleTimeout, st.CaptureOff, len(d.streams), st.Unacked)
 		}
 		if err := sleepCtx(ctx, settlePoll); err != nil {
 			return nil, err

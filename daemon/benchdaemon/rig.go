@@ -340,6 +340,9 @@ type daemonStatus struct {
 	BytesSent     uint64
 	Connections   uint64
 	CaptureOn     int
+	// CaptureOff counts streams whose capture has stopped: the last
+	// fragment is flushed, the source is down.
+	CaptureOff int
 }
 
 func (d *daemon) status(ctx context.Context) (daemonStatus, error) {
@@ -362,6 +365,9 @@ func (d *daemon) status(ctx context.Context) (daemonStatus, error) {
 		ds.Connections += s.Uploader.Connections
 		if s.Capture {
 			ds.CaptureOn++
+		}
+		if s.State == "capture off" {
+			ds.CaptureOff++
 		}
 	}
 	return ds, nil
