@@ -126,7 +126,7 @@ func runBench(ctx context.Context, o options, clip *clipInfo) error {
 		}
 	}()
 	for _, v := range o.variants {
-		spec := daemonSpec{Name: v.Name, Env: v.Env, Streams: o.streams, RingSize: o.ringMiB << 20, Realtime: true, LoopDev: o.loopdev}
+		spec := daemonSpec{Name: v.Name, Env: v.Env, Streams: o.streams, RingSize: o.ringMiB << 20, Realtime: true, LoopDev: o.loopdev, NoAtime: o.noatime}
 		if o.cpuprofile {
 			spec.CPUProf = filepath.Join(o.out, v.Name+".cpu.pprof")
 			spec.MemProf = filepath.Join(o.out, v.Name+".allocs.pprof")

@@ -82,6 +82,7 @@ type options struct {
 	streams    int
 	ringMiB    int64
 	loopdev    bool
+	noatime    bool
 	warmup     time.Duration
 	captureOff time.Duration
 	cpuprofile bool
@@ -104,6 +105,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.streams, "streams", 1, "streams per daemon, each replaying the clip")
 	fs.Int64Var(&o.ringMiB, "ring-mib", 1024, "ring_size of each stream in MiB")
 	fs.BoolVar(&o.loopdev, "loopdev", false, "put each daemon's state dir on its own ext4 loop device and report sectors written (root)")
+	fs.BoolVar(&o.noatime, "noatime", false, "mount the loop devices with noatime (default: relatime, which writes an access time after a file changed and is read)")
 	fs.DurationVar(&o.warmup, "warmup", 15*time.Second, "bench: time after READY left out of rates and steady values")
 	fs.DurationVar(&o.captureOff, "capture-off", 0, "bench: after the run, turn capture off, wait for the uploads, then count bytes written for this long (0: skip)")
 	fs.BoolVar(&o.cpuprofile, "cpuprofile", false, "bench: write each daemon's CPU and allocation profiles to -out")

@@ -113,6 +113,7 @@ type daemonSpec struct {
 	RingSize int64
 	Realtime bool
 	LoopDev  bool
+	NoAtime  bool   // mount the loop device with noatime
 	CPUProf  string // file for the CPU profile; "" for none
 	MemProf  string // file for the allocation profile; "" for none
 }
@@ -145,7 +146,7 @@ func (r *rig) startDaemon(ctx context.Context, bin, clip string, spec daemonSpec
 	}
 	d.state = filepath.Join(d.dir, "state")
 	if spec.LoopDev {
-		l, err := newLoopDev(d.dir, int64(spec.Streams)*spec.RingSize+ringSlack)
+		l, err := newLoopDev(d.dir, int64(spec.Streams)*spec.RingSize+ringSlack, spec.NoAtime)
 		if err != nil {
 			return nil, err
 		}
