@@ -131,7 +131,7 @@ func runBench(ctx context.Context, o options, clip *clipInfo) error {
 			spec.CPUProf = filepath.Join(o.out, v.Name+".cpu.pprof")
 			spec.MemProf = filepath.Join(o.out, v.Name+".allocs.pprof")
 		}
-		d, err := r.startDaemon(ctx, o.bin, clip.Path, spec)
+		d, err := r.startDaemon(ctx, o.bin, clip.Path, o.out, spec)
 		if err != nil {
 			return err
 		}

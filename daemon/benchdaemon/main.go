@@ -174,6 +174,9 @@ func writeJSON(path string, v any) error {
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
+// statusTries bounds the status calls of one sample.
+const statusTries = 3
+
 // sample is one reading of one daemon.
 type sample struct {
 	T    float64 `json:"t"` // seconds since READY
@@ -191,9 +194,20 @@ func sampleOnce(ctx context.Context, d *daemon) (sample, error) {
 	if err != nil {
 		return sample{}, err
 	}
-	st, err := d.status(ctx)
-	if err != nil {
-		return sample{}, fmt.Errorf("daemon %s status: %w", d.spec.Name, err)
+	// On a loaded machine one status call can time out while the daemon
+	// is fine: only a daemon that stays silent fails the run.
+	var st daemonStatus
+	for try := 1; ; try++ {
+		if st, err = d.status(ctx); err == nil {
+			break
+		}
+		if aerr := d.alive(); aerr != nil {
+			return sample{}, aerr
+		}
+		if try == statusTries {
+			return sample{}, fmt.Errorf("daemon %s status: %w", d.spec.Name, err)
+		}
+		fmt.Fprintf(os.Stderr, "benchdaemon: %s: status try %d: %v\n", d.spec.Name, try, err)
 	}
 	now := time.Now()
 	return sample{T: now.Sub(d.started.Add(d.ready)).Seconds(), At: now, Proc: p, St: st}, nil

@@ -139,7 +139,7 @@ type daemon struct {
 
 // startDaemon writes the configuration, starts the binary with a fake
 // NOTIFY_SOCKET and waits for READY=1.
-func (r *rig) startDaemon(ctx context.Context, bin, clip string, spec daemonSpec) (*daemon, error) {
+func (r *rig) startDaemon(ctx context.Context, bin, clip, logDir string, spec daemonSpec) (*daemon, error) {
 	d := &daemon{spec: spec, dir: filepath.Join(r.work, spec.Name), exited: make(chan error, 1)}
 	if err := os.MkdirAll(d.dir, 0o755); err != nil {
 		return nil, err
@@ -210,7 +210,8 @@ ring_size = "%dMiB"
 		return nil, err
 	}
 	d.notify = nc
-	d.logPath = filepath.Join(d.dir, "kvscamd.log")
+	// The log goes next to the report, so that it outlives the work dir.
+	d.logPath = filepath.Join(logDir, spec.Name+".log")
 	logf, err := os.Create(d.logPath)
 	if err != nil {
 		d.cleanup()
