@@ -33,6 +33,11 @@ type benchResult struct {
 	PeakRSS   int64 `json:"peak_rss_bytes"`   // VmHWM
 	SteadyRSS int64 `json:"steady_rss_bytes"` // median VmRSS over the steady window
 	MaxRSS    int64 `json:"max_sampled_rss_bytes"`
+	// The anonymous part of RSS (heap, stacks): what the daemon costs
+	// beyond its binary's pages.
+	SteadyAnon int64 `json:"steady_rss_anon_bytes"`
+	MaxAnon    int64 `json:"max_sampled_rss_anon_bytes"`
+	SteadyFile int64 `json:"steady_rss_file_bytes"`
 
 	GoroutinesMedian int `json:"goroutines_median"`
 	GoroutinesMax    int `json:"goroutines_max"`
@@ -219,9 +224,12 @@ func summarize(o options, clip *clipInfo, d *daemon, ss []sample, r *rig) benchR
 		res.CPUPerVideoMinTotal = last.Proc.CPUSeconds / res.VideoMinutes
 	}
 	res.PeakRSS = last.Proc.HWM
-	var rss, gor, fds []float64
+	var rss, anon, file, gor, fds []float64
 	for _, s := range ss[w:] {
 		rss = append(rss, float64(s.Proc.RSS))
+		anon = append(anon, float64(s.Proc.RSSAnon))
+		file = append(file, float64(s.Proc.RSSFile))
+		res.MaxAnon = max(res.MaxAnon, s.Proc.RSSAnon)
 		gor = append(gor, float64(s.St.Goroutines))
 		fds = append(fds, float64(s.Proc.FDs))
 		res.MaxRSS = max(res.MaxRSS, s.Proc.RSS)
@@ -230,6 +238,8 @@ func summarize(o options, clip *clipInfo, d *daemon, ss []sample, r *rig) benchR
 		res.Threads = max(res.Threads, s.Proc.Threads)
 	}
 	res.SteadyRSS = int64(median(rss))
+	res.SteadyAnon = int64(median(anon))
+	res.SteadyFile = int64(median(file))
 	res.GoroutinesMedian = int(median(gor))
 	res.FDsMedian = int(median(fds))
 	if dt := last.T - first.T; dt > 0 {
@@ -399,6 +409,8 @@ func printTable(w io.Writer, rep benchReport) {
 	row("CPU-s per video-minute (incl. start)", func(r benchResult) string { return fl(r.CPUPerVideoMinTotal, "%.3f") })
 	row("peak RSS (VmHWM)", func(r benchResult) string { return mib(r.PeakRSS) })
 	row("steady RSS (median VmRSS)", func(r benchResult) string { return mib(r.SteadyRSS) })
+	row("RSS anon steady / max sampled", func(r benchResult) string { return mib(r.SteadyAnon) + " / " + mib(r.MaxAnon) })
+	row("RSS file-backed steady", func(r benchResult) string { return mib(r.SteadyFile) })
 	row("goroutines median / max", func(r benchResult) string { return fmt.Sprintf("%d / %d", r.GoroutinesMedian, r.GoroutinesMax) })
 	row("threads (max)", func(r benchResult) string { return fmt.Sprint(r.Threads) })
 	row("open files median / max", func(r benchResult) string { return fmt.Sprintf("%d / %d", r.FDsMedian, r.FDsMax) })

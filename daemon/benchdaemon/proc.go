@@ -15,14 +15,19 @@ const clockTicks = 100
 
 // procSample is one reading of a process's counters from /proc.
 type procSample struct {
-	CPUSeconds   float64 // utime + stime
-	RSS, HWM     int64   // VmRSS, VmHWM in bytes
-	Threads      int
-	FDs          int
-	Voluntary    int64 // context switches summed over all threads
-	Involuntary  int64
-	WriteBytes   int64 // /proc/<pid>/io write_bytes: bytes sent to the block layer
-	WrittenChars int64 // /proc/<pid>/io wchar: bytes passed to write calls (sockets too)
+	CPUSeconds float64 // utime + stime
+	RSS, HWM   int64   // VmRSS, VmHWM in bytes
+	// RSSAnon and RSSFile split VmRSS: anonymous memory (heap, stacks) and
+	// file-backed pages (the binary and libraries), which the kernel can
+	// drop and share; how much of the binary stays resident depends on
+	// the kernel (fault-around, large folios).
+	RSSAnon, RSSFile int64
+	Threads          int
+	FDs              int
+	Voluntary        int64 // context switches summed over all threads
+	Involuntary      int64
+	WriteBytes       int64 // /proc/<pid>/io write_bytes: bytes sent to the block layer
+	WrittenChars     int64 // /proc/<pid>/io wchar: bytes passed to write calls (sockets too)
 }
 
 // readProc samples pid. Context switches are summed over the threads in
@@ -64,6 +69,10 @@ func readProc(pid int) (procSample, error) {
 			s.RSS = kB(v)
 		case "VmHWM":
 			s.HWM = kB(v)
+		case "RssAnon":
+			s.RSSAnon = kB(v)
+		case "RssFile":
+			s.RSSFile = kB(v)
 		case "Threads":
 			s.Threads, _ = strconv.Atoi(v)
 		}

@@ -72,6 +72,7 @@ type soakSample struct {
 	T          float64 `json:"t_s"`
 	RSS        int64   `json:"rss_bytes"`
 	HWM        int64   `json:"hwm_bytes"`
+	Anon       int64   `json:"rss_anon_bytes"`
 	Goroutines int     `json:"goroutines"`
 	FDs        int     `json:"open_files"`
 	Threads    int     `json:"threads"`
@@ -135,7 +136,7 @@ func runSoak(ctx context.Context, o options, clip *clipInfo) error {
 		if err != nil {
 			return err
 		}
-		ss := soakSample{T: s.T, RSS: s.Proc.RSS, HWM: s.Proc.HWM, Goroutines: s.St.Goroutines, FDs: s.Proc.FDs,
+		ss := soakSample{T: s.T, RSS: s.Proc.RSS, HWM: s.Proc.HWM, Anon: s.Proc.RSSAnon, Goroutines: s.St.Goroutines, FDs: s.Proc.FDs,
 			Threads: s.Proc.Threads, Frames: s.St.Frames, Acked: s.St.Acked, Lost: s.St.Lost, CPU: s.Proc.CPUSeconds}
 		if s.St.RingCap > 0 {
 			ss.RingFill = float64(s.St.RingUsed) / float64(s.St.RingCap)
@@ -176,16 +177,18 @@ func runSoak(ctx context.Context, o options, clip *clipInfo) error {
 	third := rep.Samples[len(rep.Samples)*2/3]
 	rep.UploadsAlive = last.Acked > third.Acked
 
-	var t, rss, gor, fds, fill []float64
+	var t, rss, anon, gor, fds, fill []float64
 	for _, s := range rep.Samples {
 		t = append(t, s.T)
 		rss = append(rss, float64(s.RSS)/(1<<20))
+		anon = append(anon, float64(s.Anon)/(1<<20))
 		gor = append(gor, float64(s.Goroutines))
 		fds = append(fds, float64(s.FDs))
 		fill = append(fill, 100*s.RingFill)
 	}
 	rep.Checks = []growthCheck{
 		growth("rss_mib", t, rss, soakWarmFrac, soakRSSAbs/(1<<20), soakRSSRel),
+		growth("anon_mib", t, anon, soakWarmFrac, soakRSSAbs/(1<<20), soakRSSRel),
 		growth("goroutines", t, gor, soakWarmFrac, soakGoroutineAbs, soakCountRel),
 		growth("open_files", t, fds, soakWarmFrac, soakFDAbs, soakCountRel),
 	}
@@ -211,7 +214,7 @@ func runSoak(ctx context.Context, o options, clip *clipInfo) error {
 	title := fmt.Sprintf("kvscamd soak: %.1f h of 1080p30 4 Mbit/s video per stream in %.1f min (%.0fx real time), %d faults, ring wrapped %.1fx",
 		rep.VideoHours, rep.WallSeconds/60, rep.Speed, len(rep.Faults), rep.RingWraps)
 	err = writeSVG(f, title, t, []series{
-		{"RSS", "MiB", rss}, {"goroutines", "count", gor}, {"open files", "count", fds}, {"ring fill", "%", fill},
+		{"RSS", "MiB", rss}, {"RSS, anonymous part", "MiB", anon}, {"goroutines", "count", gor}, {"open files", "count", fds}, {"ring fill", "%", fill},
 	})
 	if cerr := f.Close(); err == nil {
 		err = cerr
