@@ -14,7 +14,7 @@ FUZZTIME   ?= 10s
 # (module v0.7.0) needs Go >= 1.25, like this module, and handles Go 1.26.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: all build kvslocal demo test test-go test-systemd test-faults bench lint fuzz torture cross clean deb deb-amd64 deb-arm64 deb-armhf
+.PHONY: all build kvslocal demo test test-go test-systemd test-faults test-soak-short bench bench-daemon soak lint fuzz torture cross clean deb deb-amd64 deb-arm64 deb-armhf
 
 all: build
 
@@ -37,6 +37,7 @@ demo: build
 test: test-go
 test: test-systemd
 test: test-faults
+test: test-soak-short
 
 test-go:
 	$(GO) vet ./...
@@ -116,6 +117,32 @@ test-faults: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+# The whole daemon binary on a 1080p30 4 Mbit/s clip (encoded once into
+# build/bench-cache with ffmpeg), in real time, uploading over https with
+# IoT credentials to the local KVS endpoint; prints one table and writes
+# build/bench/bench-daemon.json. BENCH_ARGS adds harness flags, e.g.
+#   make bench-daemon BENCH_STREAMS=4 BENCH_ARGS='-loopdev -capture-off 20s'
+#   make bench-daemon BENCH_ARGS='-variant go:GOGC=100,GOMEMLIMIT=off -variant tuned'
+# (-loopdev needs root: state on an ext4 loop device, sectors counted.)
+BENCH_MINUTES ?= 2
+BENCH_STREAMS ?= 1
+BENCH_ARGS    ?=
+bench-daemon: build
+	$(GO) run ./daemon/benchdaemon -kvscamd $(BIN) -minutes $(BENCH_MINUTES) -streams $(BENCH_STREAMS) -out build/bench $(BENCH_ARGS)
+
+# 24 h of video per stream pushed through the whole pipeline as fast as it
+# goes, a fault every SOAK_FAULT_EVERY, 1 GiB ring; fails when RSS,
+# goroutines or open files grow. Plot and data in build/soak/.
+SOAK_HOURS       ?= 24
+SOAK_MAX_MINUTES ?= 240
+SOAK_FAULT_EVERY ?= 2m
+soak: build
+	$(GO) run ./daemon/benchdaemon -mode soak -kvscamd $(BIN) -video-hours $(SOAK_HOURS) -minutes $(SOAK_MAX_MINUTES) -fault-every $(SOAK_FAULT_EVERY) -out build/soak
+
+# The soak's three-minute variant for CI: same checks, a fault every 20 s.
+test-soak-short: build
+	$(GO) run ./daemon/benchdaemon -mode soak -kvscamd $(BIN) -minutes 3 -fault-every 20s -cred-lifetime 40s -out build/soak-short
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); \

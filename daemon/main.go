@@ -49,9 +49,12 @@ const (
 )
 
 func main() {
+	tuneGC()
+	stopProfiles := startProfiles(os.Stderr)
 	ctx, stop := signalContext()
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	stopProfiles()
 	os.Exit(code)
 }
 

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -141,7 +142,9 @@ func (s *Server) setOwner() error {
 func (s *Server) mux() *http.ServeMux {
 	m := http.NewServeMux()
 	m.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Handler.Status())
+		st := s.Handler.Status()
+		st.Goroutines = runtime.NumGoroutine()
+		writeJSON(w, http.StatusOK, st)
 	})
 	m.HandleFunc("POST /v1/command", func(w http.ResponseWriter, r *http.Request) {
 		var c Command

@@ -34,6 +34,9 @@ type Status struct {
 	Streams   []Stream      `json:"streams"`
 	LastError *ErrorAt      `json:"last_error,omitempty"`
 	Config    ConfigSummary `json:"config"`
+	// Goroutines is the daemon's goroutine count when the status was
+	// served, for leak checks (a steady daemon keeps it flat).
+	Goroutines int `json:"goroutines,omitempty"`
 }
 
 // ClockStatus says whether wall-clock time can be trusted.
