@@ -16,7 +16,7 @@ const MaxRequestBytes = 16 << 10
 
 // RemoteOps are the operations MQTT accepts. reload is not one: it reads
 // a file on the device, which a remote operator cannot have edited.
-var RemoteOps = []string{status.OpPing, status.OpStatus, status.OpCapture, status.OpSet, status.OpUpload, status.OpRestart}
+var RemoteOps = []string{status.OpPing, status.OpStatus, status.OpCapture, status.OpSet, status.OpUpload, status.OpRestart, status.OpRenew}
 
 // Job operations and the command each one runs.
 const (
@@ -102,7 +102,7 @@ func (w wireCommand) command() (status.Command, *status.Error) {
 	}
 	var e *status.Error
 	switch w.Op {
-	case status.OpPing, status.OpStatus:
+	case status.OpPing, status.OpStatus, status.OpRenew:
 		e = allow(w.Op)
 	case status.OpCapture:
 		e = first(allow(w.Op, "stream", "on"), need(w.Op, "stream", `"stream":"cam-0001"`), need(w.Op, "on", `"on":true`))

@@ -248,9 +248,10 @@ func TestExpiredTokenAsksAgain(t *testing.T) {
 	}
 }
 
-// Renewal replaces the key and certificate in one step, over a session
-// authenticated with the current device certificate, and the new pair
-// connects as the same thing.
+// Renewal replaces the key and certificate in one step, and the new pair
+// connects as the same thing: with the claim certificate while it is
+// there, then, once it is gone, over a session authenticated with the
+// current device certificate.
 func TestRenew(t *testing.T) {
 	f := newFixture(t)
 	first, err := provision.Run(context.Background(), f.opts, nil)
@@ -258,6 +259,11 @@ func TestRenew(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := f.opts.Config.Store()
+	byClaim, err := provision.Renew(context.Background(), f.opts)
+	if err != nil || byClaim.ThingName != thing || byClaim.CertificateID == first.CertificateID {
+		t.Fatalf("renewal with the claim certificate: %+v, %v", byClaim, err)
+	}
+	first = byClaim
 	oldKey, _ := os.ReadFile(st.KeyFile())
 	// The claim certificate is gone: renewal must not need it.
 	_ = os.Remove(f.opts.Config.ClaimCert)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/kvscamd/kvscamd/credentials/certs"
 	"github.com/kvscamd/kvscamd/credentials/identity"
 	"github.com/kvscamd/kvscamd/internal/backoff"
 	"github.com/kvscamd/kvscamd/internal/clock"
@@ -28,10 +29,14 @@ func Due(id *identity.Identity, now time.Time, before time.Duration) bool {
 }
 
 // Renew replaces the device certificate now: a new key and CSR, signed
-// and registered over a session authenticated with the current device
-// certificate (which must still be valid), committed in one step. TLS
-// clients pick the new pair up at their next connection; uploads go on
-// meanwhile with credentials from the old certificate.
+// and registered the way first boot did it, committed in one step. The
+// session is authenticated with the claim certificate while it is there
+// and valid (its client id is the serial number, so the daemon's own MQTT
+// session, whose client id is the thing name, is not disconnected), else
+// with the current device certificate, which must still be valid and
+// whose policy must then allow the provisioning topics. TLS clients pick
+// the new pair up at their next connection; uploads go on meanwhile with
+// credentials from the old certificate.
 func Renew(ctx context.Context, o Options) (*identity.Identity, error) {
 	o.defaults()
 	st := o.Config.Store()
@@ -39,7 +44,12 @@ func Renew(ctx context.Context, o Options) (*identity.Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provision: renew: %w", err)
 	}
-	id, err := Once(ctx, o, Identity{Cert: st.CertFile(), Key: st.KeyFile(), ClientID: cur.ThingName})
+	who := Identity{Cert: o.Config.ClaimCert, Key: o.Config.ClaimKey}
+	if _, err := certs.LoadKeyPair(who.Cert, who.Key, o.Clock.Now()); err != nil {
+		o.Logger.Info("provision: renewing with the device certificate, the claim certificate is not usable", "err", err)
+		who = Identity{Cert: st.CertFile(), Key: st.KeyFile(), ClientID: cur.ThingName}
+	}
+	id, err := Once(ctx, o, who)
 	if err != nil {
 		return nil, fmt.Errorf("provision: renew %s: %w", cur.ThingName, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/kvscamd/kvscamd/daemon/config"
+	"github.com/kvscamd/kvscamd/daemon/provision"
 	"github.com/kvscamd/kvscamd/daemon/status"
 	"github.com/kvscamd/kvscamd/daemon/stream"
 )
@@ -71,6 +72,8 @@ func (svc *Service) Do(ctx context.Context, c status.Command) (status.Result, er
 		return svc.ReloadFile()
 	case status.OpSet:
 		return svc.set(c.Stream, c.Settings)
+	case status.OpRenew:
+		return svc.renew(ctx)
 	case "":
 		return status.Result{}, status.Errorf(status.CodeBadRequest, "command has no op; use one of %s", strings.Join(status.Ops, ", "))
 	}
@@ -314,4 +317,23 @@ func (svc *Service) stop(r *runner) {
 			break
 		}
 	}
+}
+
+// renew replaces the fleet-provisioned device certificate now (see
+// provision.Renew); the daemon goes on with the old one until its
+// clients connect again.
+func (svc *Service) renew(ctx context.Context) (status.Result, error) {
+	svc.mu.Lock()
+	p := svc.cfg.Provisioning
+	svc.mu.Unlock()
+	if !p.Enabled() {
+		return status.Result{}, status.Errorf(status.CodeUnavailable,
+			"renew-certificate: this device was not set up by fleet provisioning ([provisioning] has no template); replace its certificate files instead")
+	}
+	id, err := provision.Renew(ctx, provision.Options{Config: p, Logger: svc.log})
+	if err != nil {
+		return status.Result{}, status.Errorf(status.CodeInternal, "renew-certificate: %v", err)
+	}
+	return status.Result{Message: fmt.Sprintf("certificate renewed: thing %s, certificate %s, valid until %s",
+		id.ThingName, id.CertificateID, id.NotAfter.Format(time.RFC3339))}, nil
 }

@@ -169,10 +169,12 @@ const (
 	OpRestart = "restart" // Stream: stop and start its chain again
 	OpReload  = "reload"  // read the configuration file again
 	OpSet     = "set"     // Stream, Settings: change one stream's settings live
+	// OpRenew renews a fleet-provisioned device certificate now.
+	OpRenew = "renew-certificate"
 )
 
 // Ops lists every operation, for error messages.
-var Ops = []string{OpPing, OpStatus, OpCapture, OpUpload, OpRestart, OpReload, OpSet}
+var Ops = []string{OpPing, OpStatus, OpCapture, OpUpload, OpRestart, OpReload, OpSet, OpRenew}
 
 // Command is one operator action.
 type Command struct {
