@@ -409,7 +409,10 @@ func lintInstall(repo string, fn stmt, rec *parsed, goImport string, add func(st
 	unit, err := os.ReadFile(filepath.Join(repo, "systemd/kvscamd.service"))
 	if err == nil {
 		m := regexp.MustCompile(`(?m)^ExecStart=/usr/bin/(\S+)`).FindSubmatch(unit)
-		if m == nil || !installed["${bindir}/"+string(m[1])] {
+		switch {
+		case m == nil:
+			add("systemd/kvscamd.service: ExecStart does not start a program in /usr/bin (${bindir})")
+		case !installed["${bindir}/"+string(m[1])]:
 			add("%s: the unit's ExecStart binary is not installed as ${bindir}/%s", fn.pos(), m[1])
 		}
 	}
