@@ -148,12 +148,17 @@ cross-armv6:
 #   ./daemon/demo      builds and runs bin/kvscamd and kvslocal
 #   ./drivers/v4l2/vmtest  boots an x86 VM around the test binary
 #   TestTorture        (daemon/ring) re-executes the test binary
+#   ./credentials      end-to-end against iotlocal over mutual TLS, and
+#   ./daemon/sender    against kvslocal: both assert second-scale timing
+#                      (2 s credentials, 1 s idle close) that an emulated
+#                      CPU on a shared runner misses
 # An ARM child process would need binfmt_misc, which CI machines may not
 # allow. No -race: ThreadSanitizer on arm64 needs a 48-bit address space
 # and qemu-user on an x86-64 host offers 47 bits ("unsupported VMA range"),
 # so the race detector runs on the host only (make test-go).
-ARM_TEST_PKGS := ./credentials/... ./daemon/config/... ./daemon/logging/... \
-	./daemon/ring/... ./daemon/sdnotify/... ./daemon/sender/... ./daemon/service/... \
+ARM_TEST_PKGS := ./credentials/certs/... ./credentials/iotlocal/... ./credentials/testpki/... \
+	./daemon/config/... ./daemon/logging/... \
+	./daemon/ring/... ./daemon/sdnotify/... ./daemon/sender/ack/... ./daemon/service/... \
 	./daemon/status/... ./daemon/stream/... ./drivers/clock/... ./drivers/exec/... ./drivers/file/... \
 	./drivers/v4l2 ./fragmenter/... ./h264/... ./internal/... ./kvslocal/... ./media/... ./yocto/...
 ARM_TEST_SKIP := ^TestTorture$$
