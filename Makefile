@@ -173,9 +173,12 @@ test-armv7:
 	$(ARMV7_ENV) $(GO) test -count=1 -skip '$(ARM_TEST_SKIP)' -exec '$(QEMU_ARM) -L $(ARMV7_SYSROOT)' $(ARM_TEST_PKGS)
 
 # The Pi Zero binary on an emulated ARM1176: it starts, has cgo (V4L2) in,
-# and muxes every test clip into the same bytes as the host build.
+# and muxes every test clip into the same bytes as the host build; the V4L2
+# driver's and the H.264 parser's tests run there too, built the same way.
+ARMV6_TEST_PKGS := ./drivers/v4l2 ./h264
 test-armv6: build cross-armv6
 	bash scripts/test-armv6.sh $(BIN) bin/linux-armv6/kvscamd $(QEMU_ARM) $(ARM_MUX_CLIPS)
+	$(ARMV6_ENV) $(GO) test -count=1 $(ARMV6_FLAGS) -ldflags '$(ARMV6_LDFLAGS)' -exec '$(QEMU_ARM) -cpu arm1176' $(ARMV6_TEST_PKGS)
 
 clean:
 	rm -rf bin/ demo-out/ build/
