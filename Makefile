@@ -14,7 +14,9 @@ FUZZTIME   ?= 10s
 # (module v0.7.0) needs Go >= 1.25, like this module, and handles Go 1.26.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: all build kvslocal demo test test-go test-systemd test-faults test-soak-short bench bench-daemon soak lint fuzz torture cross clean deb deb-amd64 deb-arm64 deb-armhf
+.PHONY: all build kvslocal demo test test-go test-systemd test-faults test-soak-short bench bench-daemon soak lint fuzz torture cross clean \
+	deb deb-amd64 deb-arm64 deb-armhf \
+	cross-arm64 cross-armv7 cross-armv6 test-arm test-arm64 test-armv7 test-armv6 yocto-mods lint-yocto
 
 all: build
 
@@ -38,6 +40,7 @@ test: test-go
 test: test-systemd
 test: test-faults
 test: test-soak-short
+test: test-arm
 
 test-go:
 	$(GO) vet ./...
@@ -152,6 +155,39 @@ lint:
 	$(GO) run $(STATICCHECK) ./...
 	$(GO) run $(STATICCHECK) -tags faults ./daemon/faulttest/
 
+# The layer check needs a real BitBake grammar: npm's tree-sitter-bitbake,
+# pinned by version and tarball checksum, compiled with Debian's
+# libtree-sitter-dev into build/bbparse (yocto/bbparse). No BitBake runs.
+lint: lint-yocto
+TS_BITBAKE_VERSION := 1.1.0
+TS_BITBAKE_SHA256  := 2a12411d361c1c0e40db58e6ca892826807c175e154483d0f81d7f4ab51ff8c4
+TS_BITBAKE_TGZ     := build/npm/tree-sitter-bitbake-$(TS_BITBAKE_VERSION).tgz
+HOST_CC            ?= cc
+
+$(TS_BITBAKE_TGZ):
+	@mkdir -p build/npm
+	cd build/npm && npm pack --silent tree-sitter-bitbake@$(TS_BITBAKE_VERSION) >/dev/null
+
+build/bbparse: yocto/bbparse/bbparse.c $(TS_BITBAKE_TGZ)
+	echo "$(TS_BITBAKE_SHA256)  $(TS_BITBAKE_TGZ)" | sha256sum -c --quiet
+	rm -rf build/npm/package && tar -C build/npm -xzf $(TS_BITBAKE_TGZ)
+	$(HOST_CC) -O2 -Ibuild/npm/package/src -o $@ yocto/bbparse/bbparse.c \
+		build/npm/package/src/parser.c build/npm/package/src/scanner.c -ltree-sitter
+
+# Offline: grammar, required variables, licence checksums (the modules'
+# files come from the module cache), installed files, module list.
+lint-yocto: build/bbparse
+	$(GO) mod download
+	$(GO) run ./yocto/layertool lint -bbparse build/bbparse
+
+# Regenerates the recipe's module list, licence list and SRCREV from
+# go.mod/go.sum (run after changing dependencies, with them committed).
+# YOCTO_SRCREV=HEAD moves SRCREV to HEAD even when the modules are unchanged.
+YOCTO_SRCREV ?= keep
+yocto-mods:
+	$(GO) mod download
+	$(GO) run ./yocto/layertool mods -srcrev $(YOCTO_SRCREV)
+
 # Runs every Fuzz target of every package for FUZZTIME each.
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
@@ -167,14 +203,81 @@ RING_TORTURE_CYCLES ?= 2000
 torture:
 	RING_TORTURE_CYCLES=$(RING_TORTURE_CYCLES) $(GO) test -race -count=1 -timeout 90m -run '^TestTorture$$' -v ./daemon/ring/
 
-# Cross builds for Raspberry Pis with cgo (V4L2). Needs Debian's
-# gcc-aarch64-linux-gnu and gcc-arm-linux-gnueabihf. ARMv6 (Pi Zero/1) needs
-# an ARMv6 toolchain for cgo; CGO_ENABLED=0 GOARM=6 builds run there without
-# the V4L2 driver.
-cross:
-	CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kvscamd-linux-arm64 ./daemon
-	CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=7 CC=arm-linux-gnueabihf-gcc $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kvscamd-linux-armv7 ./daemon
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm GOARM=6 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/kvscamd-linux-armv6-nocgo ./daemon
+# Cross builds for Raspberry Pis, all with cgo so that the V4L2 driver is
+# in (Debian's gcc-aarch64-linux-gnu, gcc-arm-linux-gnueabihf and
+# gcc-arm-linux-gnueabi). Reproducible: -trimpath, no build ID, no VCS
+# stamp beyond the version and commit passed in, stripped.
+#   linux-arm64  Pi 3/4/5 and Zero 2 W on a 64-bit OS
+#   linux-armv7  Pi 2/3/4 on a 32-bit OS (Debian armhf, needs ARMv7)
+#   linux-armv6  Pi Zero/Zero W/1 (ARM1176). Debian's armhf toolchain and
+#                libc are ARMv7-only, so this one uses the armel toolchain
+#                (ARMv5TE libc, our C compiled for ARMv6) and links
+#                statically; the soft-float C ABI of armel does not matter
+#                in a static binary, and Go code uses the VFP (GOARM=6).
+CROSS_GOFLAGS  := -trimpath -buildvcs=false
+CROSS_LDFLAGS  := -s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+ARM64_SYSROOT  ?= /usr/aarch64-linux-gnu
+ARMV7_SYSROOT  ?= /usr/arm-linux-gnueabihf
+ARM64_ENV      := CGO_ENABLED=1 GOOS=linux GOARCH=arm64 CC=aarch64-linux-gnu-gcc
+ARMV7_ENV      := CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=7 CC=arm-linux-gnueabihf-gcc
+ARMV6_ENV      := CGO_ENABLED=1 GOOS=linux GOARCH=arm GOARM=6 CC=arm-linux-gnueabi-gcc CGO_CFLAGS='-O2 -march=armv6 -marm'
+# Static glibc cannot load NSS modules: resolve names and users in Go.
+ARMV6_FLAGS    := -tags netgo,osusergo
+ARMV6_LDFLAGS  := -linkmode external -extldflags -static
+QEMU_AARCH64   ?= qemu-aarch64
+QEMU_ARM       ?= qemu-arm
+
+cross: cross-arm64 cross-armv7 cross-armv6
+	@ls -l bin/linux-*/kvscamd && sha256sum bin/linux-*/kvscamd
+
+cross-arm64:
+	$(ARM64_ENV) $(GO) build $(CROSS_GOFLAGS) -ldflags '$(CROSS_LDFLAGS)' -o bin/linux-arm64/kvscamd ./daemon
+
+cross-armv7:
+	$(ARMV7_ENV) $(GO) build $(CROSS_GOFLAGS) -ldflags '$(CROSS_LDFLAGS)' -o bin/linux-armv7/kvscamd ./daemon
+
+cross-armv6:
+	$(ARMV6_ENV) $(GO) build $(CROSS_GOFLAGS) $(ARMV6_FLAGS) -ldflags '$(CROSS_LDFLAGS) $(ARMV6_LDFLAGS)' -o bin/linux-armv6/kvscamd ./daemon
+
+# Unit tests under qemu-user, for every package whose tests need nothing
+# but the test binary and host tools (in-process TLS/HTTP servers and
+# ffmpeg work: qemu-user runs the ARM test binary, the kernel runs the x86
+# tools it starts). Left to the host, see README.md ("ARM builds"):
+#   ./daemon           its tests start the test binary itself as kvscamd
+#   ./daemon/demo      builds and runs bin/kvscamd and kvslocal
+#   ./drivers/v4l2/vmtest  boots an x86 VM around the test binary
+#   TestTorture        (daemon/ring) re-executes the test binary
+#   ./credentials      end-to-end against iotlocal over mutual TLS, and
+#   ./daemon/sender    against kvslocal: both assert second-scale timing
+#                      (2 s credentials, 1 s idle close) that an emulated
+#                      CPU on a shared runner misses
+# An ARM child process would need binfmt_misc, which CI machines may not
+# allow. No -race: ThreadSanitizer on arm64 needs a 48-bit address space
+# and qemu-user on an x86-64 host offers 47 bits ("unsupported VMA range"),
+# so the race detector runs on the host only (make test-go).
+ARM_TEST_PKGS := ./credentials/certs/... ./credentials/iotlocal/... ./credentials/testpki/... \
+	./daemon/config/... ./daemon/logging/... \
+	./daemon/ring/... ./daemon/sdnotify/... ./daemon/sender/ack/... ./daemon/service/... \
+	./daemon/status/... ./daemon/stream/... ./drivers/clock/... ./drivers/exec/... ./drivers/file/... \
+	./drivers/v4l2 ./fragmenter/... ./h264/... ./internal/... ./kvslocal/... ./media/... ./yocto/...
+ARM_TEST_SKIP := ^TestTorture$$
+ARM_MUX_CLIPS := baseline-repeat high-aud multislice baseline-360p midgop
+
+test-arm: test-arm64 test-armv7 test-armv6
+
+test-arm64:
+	$(ARM64_ENV) $(GO) test -count=1 -skip '$(ARM_TEST_SKIP)' -exec '$(QEMU_AARCH64) -L $(ARM64_SYSROOT)' $(ARM_TEST_PKGS)
+
+test-armv7:
+	$(ARMV7_ENV) $(GO) test -count=1 -skip '$(ARM_TEST_SKIP)' -exec '$(QEMU_ARM) -L $(ARMV7_SYSROOT)' $(ARM_TEST_PKGS)
+
+# The Pi Zero binary on an emulated ARM1176: it starts, has cgo (V4L2) in,
+# and muxes every test clip into the same bytes as the host build; the V4L2
+# driver's and the H.264 parser's tests run there too, built the same way.
+ARMV6_TEST_PKGS := ./drivers/v4l2 ./h264
+test-armv6: build cross-armv6
+	bash scripts/test-armv6.sh $(BIN) bin/linux-armv6/kvscamd $(QEMU_ARM) $(ARM_MUX_CLIPS)
+	$(ARMV6_ENV) $(GO) test -count=1 $(ARMV6_FLAGS) -ldflags '$(ARMV6_LDFLAGS)' -exec '$(QEMU_ARM) -cpu arm1176' $(ARMV6_TEST_PKGS)
 
 clean:
 	rm -rf bin/ demo-out/ build/
