@@ -262,6 +262,10 @@ func identifyLicence(text []byte) string {
 	t := strings.Join(strings.Fields(string(text)), " ")
 	has := func(s string) bool { return strings.Contains(t, s) }
 	switch {
+	case has("Eclipse Public License") && has("Eclipse Distribution License v1.0"):
+		// Dual EPL-2.0 or EDL-1.0 (paho): used under the EDL, which is
+		// the BSD 3-clause licence.
+		return "BSD-3-Clause"
 	case has("Apache License") && has("Version 2.0"):
 		return "Apache-2.0"
 	case has("Mozilla Public License Version 2.0"):
