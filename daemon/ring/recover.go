@@ -2,7 +2,6 @@ package ring
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,17 +23,11 @@ func (r *Ring) recover() error {
 		if err := os.MkdirAll(r.dir, 0o750); err != nil {
 			return fmt.Errorf("ring: create %s: %w; check state_dir and its permissions", r.dir, err)
 		}
-		lf, err := os.OpenFile(filepath.Join(r.dir, lockName), os.O_RDWR|os.O_CREATE, 0o640)
+		dirF, lf, err := lockRing(r.dir)
 		if err != nil {
-			return fmt.Errorf("ring: open %s: %w; check the permissions of state_dir", r.dir, err)
+			return err
 		}
-		r.lockF = lf
-		if err := lockFile(lf); err != nil {
-			if errors.Is(err, errLocked) {
-				return fmt.Errorf("ring: open %s: another process (a running kvscamd?) is using this ring; stop it or give this one another state_dir", r.dir)
-			}
-			return fmt.Errorf("ring: lock %s: %w", r.dir, err)
-		}
+		r.dirLockF, r.lockF = dirF, lf
 	}
 	names, err := os.ReadDir(r.dir)
 	if err != nil {

@@ -154,7 +154,8 @@ type Ring struct {
 	// ackLogSize is Options.AckLogSize with its default, in whole blocks.
 	ackLogSize int64
 	now        func() time.Time
-	lockF      *os.File
+	lockF      *os.File // the lock file, locked
+	dirLockF   *os.File // the ring directory, locked (see lockRing)
 
 	wmu  sync.Mutex // one Append at a time; also held by Close
 	wbuf []byte     // record buffer, reused by Append
@@ -280,6 +281,9 @@ func (r *Ring) closeFiles() error {
 	}
 	if r.lockF != nil {
 		errs = append(errs, r.lockF.Close())
+	}
+	if r.dirLockF != nil {
+		errs = append(errs, r.dirLockF.Close())
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("ring: close %s: %w", r.dir, err)
