@@ -256,7 +256,7 @@ func TestAckLogDamage(t *testing.T) {
 		}
 	}
 	r.Close()
-	flip(t, filepath.Join(dir, ackLogName), 3*ackSlotSize+9) // the ack of id 4
+	flip(t, filepath.Join(dir, ackLogName), 4*ackSlotSize+9) // the ack of id 4, after the identity slot
 	r = mustOpen(t, dir, o)
 	defer r.Close()
 	if id, ok := r.FirstUnacked(); !ok || id != 4 {

@@ -78,13 +78,20 @@ func (r *Ring) recover() error {
 	}
 	all = kept
 
-	acks, ast, err := openAckLog(r.dir, r.ackLogSize, ro)
+	ident := readIdentity(r.dir)
+	if ident == 0 {
+		ident = newIdentity()
+	}
+	acks, ast, created, err := openAckLog(r.dir, r.ackLogSize, ro, ident)
 	if err != nil {
 		return fmt.Errorf("ring: open ack log in %s: %w", r.dir, err)
 	}
 	r.acks = acks
 	if acks != nil {
 		r.ackAlloc.Store(acks.alloc)
+	}
+	if ast, err = r.checkIdentity(ident, acks, ast, created, all); err != nil {
+		return err
 	}
 	if ast.damaged > 0 {
 		r.log.Warn("ring: damaged acknowledgement entries ignored; those fragments may be uploaded again", "entries", ast.damaged)

@@ -100,6 +100,10 @@ type Stats struct {
 	CorruptSkipped uint64 // damaged records skipped (at Open or when read)
 	TornTails      uint64 // records cut at Open because a crash tore them
 	AppendErrors   uint64 // failed appends
+	// AckLogReset is AckLogMissing or AckLogReplaced when Open found the
+	// ack log deleted or not this ring's: every stored fragment will be
+	// uploaded again. Empty normally.
+	AckLogReset string
 
 	BytesAppended uint64 // fragment encodings appended
 	BytesWritten  uint64 // every byte written: records, headers, indexes, acks
