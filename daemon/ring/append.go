@@ -133,21 +133,7 @@ func (r *Ring) roomLocked(recLen int64) (*segment, error) {
 	if act != nil {
 		r.sealLocked(act)
 	}
-	size := max(r.segSize, roundUp(segHeaderSize+recLen, blockSize))
-	if err := r.makeRoomLocked(size + blockSize); err != nil {
-		return nil, err
-	}
-	s, err := r.createSegmentLocked(size)
-	for err != nil && isNoSpace(err) && r.evictAckedLocked() {
-		// The filesystem is fuller than the ring's own accounting says
-		// (other files share it): give up acknowledged history, not video
-		// that has not been uploaded.
-		s, err = r.createSegmentLocked(size)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ring: append to %s: new segment: %w; %s", r.dir, err, fixFor(err, r.dir))
-	}
-	return s, nil
+	return r.newSegmentLocked(recLen)
 }
 
 // activeLocked returns the segment appends go to, or nil if a new one is
@@ -256,12 +242,13 @@ func syncDir(dir string) error {
 	return errors.Join(d.Sync(), d.Close())
 }
 
-// makeRoomLocked evicts until extra more bytes fit into the capacity.
+// makeRoomLocked evicts until extra more bytes fit into the effective
+// capacity (see space.go).
 func (r *Ring) makeRoomLocked(extra int64) error {
-	for r.usageLocked()+extra > r.opts.Capacity {
+	for r.usageLocked()+extra > r.effCap {
 		if !r.evictAckedLocked() && !r.evictOldestLocked() {
 			return fmt.Errorf("%w: %s: %d bytes needed, %d of %d in use and nothing left to evict; raise ring_size",
-				ErrTooLarge, r.dir, extra, r.usageLocked(), r.opts.Capacity)
+				ErrTooLarge, r.dir, extra, r.usageLocked(), r.effCap)
 		}
 	}
 	return nil

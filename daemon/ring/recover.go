@@ -125,6 +125,7 @@ func (r *Ring) recover() error {
 	}
 	// A smaller ring_size than last time takes effect now.
 	r.mu.Lock()
+	r.refreshCapLocked()
 	err = r.makeRoomLocked(0)
 	r.mu.Unlock()
 	if err != nil {

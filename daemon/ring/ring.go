@@ -83,9 +83,13 @@ var (
 // Stats is a snapshot of a ring's state and counters. Counters start at
 // zero when the ring is opened.
 type Stats struct {
-	Dir       string
-	Capacity  int64 // configured maximum bytes on disk
-	BytesUsed int64 // bytes the ring's files occupy (as accounted, 4 KiB blocks)
+	Dir      string
+	Capacity int64 // configured maximum bytes on disk
+	// EffectiveCapacity is what the ring can hold on its filesystem: the
+	// configured Capacity, or less when the filesystem is smaller (see
+	// SpaceOf). Measured at Open and at every new segment.
+	EffectiveCapacity int64
+	BytesUsed         int64 // bytes the ring's files occupy (as accounted, 4 KiB blocks)
 
 	Fragments     int       // records stored
 	Unacked       int       // records stored and not acknowledged
@@ -176,6 +180,10 @@ type Ring struct {
 	closed   bool
 	canPunch bool
 	st       Stats // counters only
+	// effCap is the effective capacity (space.go): at most
+	// Options.Capacity, less when the filesystem cannot hold that much.
+	effCap    int64
+	warnedCap bool
 
 	written  atomic.Uint64
 	ackAlloc atomic.Int64 // accounted bytes of acks.log (changed under ackMu)
@@ -221,6 +229,7 @@ func Open(dir string, opts Options) (*Ring, error) {
 		nextID:     1,
 		notify:     make(chan struct{}),
 		canPunch:   true,
+		effCap:     opts.Capacity,
 	}
 	if r.log == nil {
 		r.log = slog.Default()
@@ -337,6 +346,7 @@ func (r *Ring) Stats() Stats {
 	defer r.mu.Unlock()
 	s := r.st
 	s.BytesUsed = r.usageLocked()
+	s.EffectiveCapacity = r.effCap
 	s.Fragments = len(r.entries)
 	s.NextID = r.nextID
 	for i := range r.entries {

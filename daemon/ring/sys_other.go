@@ -24,3 +24,5 @@ func isNoSpace(err error) bool                         { return false }
 func openDirect(path string) *os.File { return nil }
 
 func flockHolder(path string) int { return 0 }
+
+func fsSpace(path string) (avail, total int64, err error) { return 0, 0, errNotSupported }
