@@ -310,11 +310,25 @@ const (
 // dropSegmentLocked deletes a segment and its records.
 func (r *Ring) dropSegmentLocked(s *segment, why dropReason) {
 	i, j := r.segEntries(s)
-	acked, unacked := s.acked, s.unacked
+	var damaged map[ID]bool
+	if s.unacked > 0 && why != dropAcked {
+		// Records damaged since they were stored are damage, not lost
+		// video; find them before counting.
+		for k := i; k < j; k++ {
+			if e := r.entries[k]; !e.acked && !r.verifyLocked(&e) {
+				r.reportDamagedRecord(&e, false, errCorrupt)
+				if damaged == nil {
+					damaged = map[ID]bool{}
+				}
+				damaged[e.id] = true
+			}
+		}
+	}
+	acked, unacked := s.acked, s.unacked-len(damaged)
 	if unacked > 0 {
 		var first, last entry
 		for k := i; k < j; k++ {
-			if !r.entries[k].acked {
+			if !r.entries[k].acked && !damaged[r.entries[k].id] {
 				if first.id == 0 {
 					first = r.entries[k]
 				}

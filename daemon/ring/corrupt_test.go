@@ -236,9 +236,13 @@ func TestRecoveryFromDamage(t *testing.T) {
 				t.Fatalf("corrupt %d torn %d, want %d and %d", st.CorruptSkipped, st.TornTails, c.corrupt, c.torn)
 			}
 			// A second recovery of the repaired ring finds the same.
-			got2, _ := checkAll(t, dir, o)
+			got2, st2 := checkAll(t, dir, o)
 			if len(got2) != want+1 {
 				t.Fatalf("second recovery: %d fragments, want %d", len(got2), want+1)
+			}
+			// Damage is reported once, not at every start.
+			if st2.CorruptSkipped != 0 || st2.Lost != 0 {
+				t.Fatalf("second recovery reported damage again: corrupt %d, lost %d", st2.CorruptSkipped, st2.Lost)
 			}
 		})
 	}

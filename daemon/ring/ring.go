@@ -523,9 +523,20 @@ func (r *Ring) dropBad(e *entry, err error) {
 		r.log.Debug("ring: record freed meanwhile; skipped", "id", e.id, "segment", e.seg.path)
 		return
 	}
-	r.st.CorruptSkipped++
-	r.log.Error("ring: skipping damaged record; it will not be uploaded",
-		"id", e.id, "segment", e.seg.path, "offset", e.off, "time", e.start(), "acked", acked, "err", err)
+	if !errors.Is(err, errCorrupt) {
+		// The device failed the read: not cleared, see damage.go.
+		r.st.CorruptSkipped++
+		r.log.Error("ring: cannot read a stored record; skipping it", "id", e.id, "segment", e.seg.path,
+			"offset", e.off, "time", e.start(), "err", err, "fix", fixFor(err, r.dir))
+		return
+	}
+	r.reportDamagedRecord(e, acked, err)
+	if !r.opts.ReadOnly && !e.seg.gone {
+		r.clearRange(e.seg, e.off, e.size())
+		if e.seg.sealed {
+			r.writeIndexLocked(e.seg)
+		}
+	}
 }
 
 // removeEntries removes entries [i, j) and updates their segments' counts.
