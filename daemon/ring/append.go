@@ -84,6 +84,9 @@ func (r *Ring) Append(f *fragmenter.Fragment) (ID, error) {
 	close(r.notify)
 	r.notify = make(chan struct{})
 	r.mu.Unlock()
+	// After the fdatasync: a line here means the fragment is durable (the
+	// power-cut test relies on that).
+	r.log.Debug("ring: stored", "id", h.ID, "timecode", h.Timecode, "bytes", recLen)
 	return h.ID, nil
 }
 
