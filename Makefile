@@ -14,7 +14,7 @@ FUZZTIME   ?= 10s
 # (module v0.7.0) needs Go >= 1.25, like this module, and handles Go 1.26.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: all build kvslocal demo test test-go test-systemd bench lint fuzz torture cross clean
+.PHONY: all build kvslocal demo test test-go test-systemd test-powercut bench lint fuzz torture cross clean
 
 all: build
 
@@ -68,6 +68,15 @@ fuzz:
 RING_TORTURE_CYCLES ?= 2000
 torture:
 	RING_TORTURE_CYCLES=$(RING_TORTURE_CYCLES) $(GO) test -race -count=1 -timeout 90m -run '^TestTorture$$' -v ./daemon/ring/
+
+# The ring's power-cut test with many more cycles than make test: kvscamd
+# in a QEMU VM, SIGKILLed at random moments (daemon/ring/powercut). Needs
+# the V4L2 VM test's packages (qemu-system-x86, busybox-static, ...) and
+# e2fsprogs. POWERCUT_SEED repeats a run's kill moments.
+POWERCUT_CYCLES ?= 50
+POWERCUT_SEED ?=
+test-powercut:
+	KVSCAMD_POWERCUT_CYCLES=$(POWERCUT_CYCLES) KVSCAMD_POWERCUT_SEED=$(POWERCUT_SEED) $(GO) test -count=1 -timeout 120m -run '^TestPowerCut$$' -v ./daemon/ring/powercut/
 
 # Cross builds for Raspberry Pis with cgo (V4L2). Needs Debian's
 # gcc-aarch64-linux-gnu and gcc-arm-linux-gnueabihf. ARMv6 (Pi Zero/1) needs
