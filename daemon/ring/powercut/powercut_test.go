@@ -326,7 +326,10 @@ func (g *guest) boot(cycle int, delay time.Duration, done func([]stored) bool) b
 		}
 		return true
 	}
-	booted := func() bool { b, _ := os.ReadFile(report); return bytes.Contains(b, []byte("PC-BOOTED\r\n")) || bytes.Contains(b, []byte("PC-BOOTED\n")) }
+	booted := func() bool {
+		b, _ := os.ReadFile(report)
+		return bytes.Contains(b, []byte("PC-BOOTED\r\n")) || bytes.Contains(b, []byte("PC-BOOTED\n"))
+	}
 	if !wait(bootTimeout, booted) {
 		fail("the guest did not boot within %v", bootTimeout)
 	}
