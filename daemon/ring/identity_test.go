@@ -106,7 +106,7 @@ func TestIdentityRecoveredAndAdopted(t *testing.T) {
 	r.Close()
 	r, lc = openLogged(t, dir)
 	defer r.Close()
-	if st := r.Stats(); st.AckLogReset != "" || st.Unacked != 7 || readIdentity(dir) == 0 {
+	if st := r.Stats(); st.AckLogReset != "" || st.Unacked != 7 || readIdentity(dir) == 0 || lc.count(slog.LevelError, "") != 0 {
 		t.Fatalf("legacy ring reopened: reset %q, %d unacked (want 7), identity %x", st.AckLogReset, st.Unacked, readIdentity(dir))
 	}
 }

@@ -45,14 +45,21 @@ const (
 // Limits.
 const (
 	defaultCycles = 3
-	// maxKillDelay bounds the random moment of the kill after the guest
-	// has booted: it lands in recovery, capture start-up and steady
-	// appending and uploading alike.
-	maxKillDelay = 10 * time.Second
-	bootTimeout  = 2 * time.Minute
-	drainTimeout = 4 * time.Minute
-	buildTimeout = 15 * time.Minute
-	diskSize     = 64 << 20
+	// Kill moments: in one cycle of earlyKillEvery the kill comes up to
+	// maxEarlyDelay after the guest booted (recovery, start-up); in the
+	// others up to maxKillDelay after the guest reported its first to
+	// maxAnchor-th durable append of that boot (appending and uploading
+	// under way). Anchoring on the guest's own progress keeps the moments
+	// meaningful however slow TCG is on a busy machine.
+	earlyKillEvery = 4
+	maxEarlyDelay  = 3 * time.Second
+	maxAnchor      = 3
+	maxKillDelay   = 4 * time.Second
+	anchorTimeout  = 2 * time.Minute
+	bootTimeout    = 2 * time.Minute
+	drainTimeout   = 4 * time.Minute
+	buildTimeout   = 15 * time.Minute
+	diskSize       = 64 << 20
 	// minFinalAppends: the final boot stores and uploads this many
 	// fragments of its own before it is cut too.
 	minFinalAppends = 3
@@ -187,15 +194,20 @@ ring_size = "16MiB"
 	var all []stored
 	opened, torn := 0, 0
 	for c := 0; c < cycles; c++ {
-		delay := time.Duration(rng.Int64N(int64(maxKillDelay)))
-		res := vm.boot(c, delay, nil)
+		k := kill{delay: time.Duration(rng.Int64N(int64(maxKillDelay)))}
+		if rng.IntN(earlyKillEvery) == 0 {
+			k.delay = time.Duration(rng.Int64N(int64(maxEarlyDelay)))
+		} else {
+			k.after = 1 + rng.IntN(maxAnchor)
+		}
+		res := vm.boot(c, k, nil)
 		all = append(all, res.stored...)
 		torn += res.torn
 		if res.opened {
 			opened++
 		}
-		t.Logf("cycle %d: killed %v after boot (boot %v), %d appends reported, ring opened %v, torn tails cut %d",
-			c, delay.Round(time.Millisecond), res.bootTime.Round(time.Millisecond), len(res.stored), res.opened, res.torn)
+		t.Logf("cycle %d: killed %v after %s (boot %v), %d appends reported, ring opened %v, torn tails cut %d",
+			c, k.delay.Round(time.Millisecond), k, res.bootTime.Round(time.Millisecond), len(res.stored), res.opened, res.torn)
 	}
 
 	// The last boot runs until the endpoint has every fragment the guest
@@ -204,7 +216,7 @@ ring_size = "16MiB"
 	for _, s := range all {
 		want[s.tc] = true
 	}
-	res := vm.boot(cycles, -1, func(now []stored) bool {
+	res := vm.boot(cycles, kill{drain: true}, func(now []stored) bool {
 		if len(now) < minFinalAppends {
 			return false
 		}
@@ -261,6 +273,21 @@ ring_size = "16MiB"
 		cycles, opened, cycles, len(all), len(want), len(st.Fragments), torn, time.Since(start).Round(time.Second))
 }
 
+// kill says when a boot is cut: delay after the guest booted (after = 0)
+// or after its after-th durable append; drain: once done says so.
+type kill struct {
+	delay time.Duration
+	after int
+	drain bool
+}
+
+func (k kill) String() string {
+	if k.after == 0 {
+		return "boot"
+	}
+	return fmt.Sprintf("append %d", k.after)
+}
+
 // guest boots the VM.
 type guest struct {
 	t                           *testing.T
@@ -277,10 +304,10 @@ type bootResult struct {
 }
 
 // boot starts the VM, waits for the guest to report that it booted, and
-// SIGKILLs QEMU delay later; with delay < 0 it kills once done reports
-// true for the appends reported so far in this boot (checked as the
-// guest's reports arrive), or fails after drainTimeout.
-func (g *guest) boot(cycle int, delay time.Duration, done func([]stored) bool) bootResult {
+// SIGKILLs QEMU when k says; for a drain, once done reports true for the
+// appends reported so far in this boot (checked as the guest's reports
+// arrive), failing after drainTimeout.
+func (g *guest) boot(cycle int, k kill, done func([]stored) bool) bootResult {
 	t := g.t
 	t.Helper()
 	console := filepath.Join(g.work, fmt.Sprintf("console-%d.log", cycle))
@@ -334,11 +361,20 @@ func (g *guest) boot(cycle int, delay time.Duration, done func([]stored) bool) b
 		fail("the guest did not boot within %v", bootTimeout)
 	}
 	res := bootResult{bootTime: time.Since(began)}
-	if delay >= 0 {
+	progress := func() []stored { b, _ := os.ReadFile(report); return parseStored(cycle, b) }
+	switch {
+	case k.drain:
+		if !wait(drainTimeout, func() bool { return done(progress()) }) {
+			fail("the endpoint did not get every reported fragment within %v", drainTimeout)
+		}
+	case k.after > 0:
+		if !wait(anchorTimeout, func() bool { return len(progress()) >= k.after }) {
+			fail("the guest did not report %d appends within %v of booting", k.after, anchorTimeout)
+		}
+		fallthrough
+	default:
 		// The kill moment itself, not a synchronisation.
-		time.Sleep(delay)
-	} else if !wait(drainTimeout, func() bool { b, _ := os.ReadFile(report); return done(parseStored(cycle, b)) }) {
-		fail("the endpoint did not get every reported fragment within %v", drainTimeout)
+		time.Sleep(k.delay)
 	}
 	if err := cmd.Process.Kill(); err != nil {
 		fail("kill qemu: %v", err)
