@@ -250,6 +250,10 @@ func syncDir(dir string) error {
 func (r *Ring) makeRoomLocked(extra int64) error {
 	for r.usageLocked()+extra > r.effCap {
 		if !r.evictAckedLocked() && !r.evictOldestLocked() {
+			if r.effCap < r.opts.Capacity {
+				return fmt.Errorf("ring: append to %s: the filesystem is full: %d bytes needed, the ring holds %d and the filesystem has no more room for it; free space on it (capture resumes then) or move state_dir",
+					r.dir, extra, r.usageLocked())
+			}
 			return fmt.Errorf("%w: %s: %d bytes needed, %d of %d in use and nothing left to evict; raise ring_size",
 				ErrTooLarge, r.dir, extra, r.usageLocked(), r.effCap)
 		}

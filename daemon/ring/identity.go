@@ -3,6 +3,7 @@ package ring
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -70,6 +71,9 @@ func writeIdentity(dir string, id ID) error {
 func (r *Ring) checkIdentity(ident ID, acks *ackLog, ast ackState, created bool, stored []entry) (ackState, error) {
 	ro := r.opts.ReadOnly
 	reset := ""
+	// ring.id is written only once the log names the identity too, so
+	// that a crash in between cannot make the log look foreign.
+	writeID := true
 	switch {
 	case created:
 		// A new ring, or one whose log was deleted: only the latter has
@@ -81,10 +85,16 @@ func (r *Ring) checkIdentity(ident ID, acks *ackLog, ast ackState, created bool,
 	case ast.ident == 0 && readIdentity(r.dir) == 0:
 		// A ring from before identities: adopt its log.
 		if !ro {
-			if _, err := acks.append(ackSlot{Kind: 'I', ID: ident}); err != nil && err != errAckLogFull {
+			acks.ident = ident // written by every checkpoint from now on
+			_, err := acks.append(ackSlot{Kind: 'I', ID: ident})
+			switch {
+			case errors.Is(err, errAckLogFull):
+				// The checkpoint at the end of recovery writes it; the
+				// next Open adopts it from the log.
+				writeID = false
+			case err != nil:
 				return ast, fmt.Errorf("ring: write identity into the ack log in %s: %w", r.dir, err)
 			}
-			acks.ident = ident
 		}
 	case ast.ident != 0 && readIdentity(r.dir) == 0:
 		// ring.id was lost (or a crash came between creating the log and
@@ -110,7 +120,7 @@ func (r *Ring) checkIdentity(ident ID, acks *ackLog, ast ackState, created bool,
 			r.ackAlloc.Store(acks.alloc)
 		}
 	}
-	if !ro && readIdentity(r.dir) != ident {
+	if !ro && writeID && readIdentity(r.dir) != ident {
 		if err := writeIdentity(r.dir, ident); err != nil {
 			return ast, fmt.Errorf("ring: write %s in %s: %w; %s", identName, r.dir, err, fixFor(err, r.dir))
 		}

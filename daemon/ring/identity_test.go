@@ -110,3 +110,28 @@ func TestIdentityRecoveredAndAdopted(t *testing.T) {
 		t.Fatalf("legacy ring reopened: reset %q, %d unacked (want 7), identity %x", st.AckLogReset, st.Unacked, readIdentity(dir))
 	}
 }
+
+// TestLegacyFullAckLogAdopted: a ring from before identities whose ack log
+// is full gets its identity through the checkpoint, and neither this Open
+// nor the next takes the log for a foreign one.
+func TestLegacyFullAckLogAdopted(t *testing.T) {
+	dir := t.TempDir()
+	ackedRing(t, dir, 10, 0)
+	legacy := make([]byte, DefaultAckLogSize)
+	for i := 0; i < DefaultAckLogSize/ackSlotSize; i++ {
+		ackSlot{Kind: 'A', ID: ID(i%5 + 1), Count: 1}.put(legacy[i*ackSlotSize:]) // ids 1..5, over and over
+	}
+	os.WriteFile(filepath.Join(dir, ackLogName), legacy, 0o640)
+	os.Remove(filepath.Join(dir, identName))
+	for open := 0; open < 3; open++ {
+		r, lc := openLogged(t, dir)
+		st := r.Stats()
+		r.Close()
+		if st.AckLogReset != "" || st.Unacked != 5 || lc.count(slog.LevelError, "") != 0 {
+			t.Fatalf("open %d of a legacy ring with a full ack log: reset %q, %d unacked (want 5)", open, st.AckLogReset, st.Unacked)
+		}
+	}
+	if readIdentity(dir) == 0 {
+		t.Fatal("no ring.id after three opens")
+	}
+}
