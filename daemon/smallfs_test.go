@@ -85,8 +85,11 @@ ring_size = "1GiB"
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	// Registered after the mount, so it runs before the unmount: the
+	// daemon must be gone before its files' filesystem goes.
 	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
 		if t.Failed() {
 			t.Logf("run stderr:\n%s", stderr.String())
 		}
