@@ -57,25 +57,25 @@ func (s *Stream) Status() status.Stream {
 	rs := s.ring.Stats()
 	s.mu.Lock()
 	out := status.Stream{
-		Name:               s.name,
-		State:              s.state,
-		Capture:            s.capture,
-		Mode:               string(s.cfg.Mode),
-		FPS:                round2(s.meter.fps),
-		Bitrate:            round2(s.meter.bitsPS),
-		FramesCaptured:     src.Frames,
-		FramesDropped:      src.Dropped,
-		FragmentsStored:    s.stored.Load(),
-		FragmentsLost:      rs.Lost + rs.Expired,
-		FragmentsUnacked:   rs.Unacked,
-		AppendErrors:       s.appendErrors.Load(),
-		RingBytesUsed:      rs.BytesUsed,
-		RingBytesCapacity:  rs.Capacity,
-		RingBytesEffective: rs.EffectiveCapacity,
-		OldestUnacked:      rs.OldestUnacked,
-		NewestStored:       rs.Newest,
-		LastError:          s.lastErr,
+		Name:              s.name,
+		State:             s.state,
+		Capture:           s.capture,
+		Mode:              string(s.cfg.Mode),
+		FPS:               round2(s.meter.fps),
+		Bitrate:           round2(s.meter.bitsPS),
+		FramesCaptured:    src.Frames,
+		FramesDropped:     src.Dropped,
+		FragmentsStored:   s.stored.Load(),
+		FragmentsLost:     rs.Lost + rs.Expired,
+		FragmentsUnacked:  rs.Unacked,
+		AppendErrors:      s.appendErrors.Load(),
+		RingBytesUsed:     rs.BytesUsed,
+		RingBytesCapacity: rs.Capacity,
+		OldestUnacked:     rs.OldestUnacked,
+		NewestStored:      rs.Newest,
+		LastError:         s.lastErr,
 	}
+	out.RingBytesEffective = rs.EffectiveCapacity
 	if s.src != nil {
 		out.Source = s.src.Describe()
 	}
