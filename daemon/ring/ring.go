@@ -83,13 +83,13 @@ var (
 // Stats is a snapshot of a ring's state and counters. Counters start at
 // zero when the ring is opened.
 type Stats struct {
-	Dir      string
-	Capacity int64 // configured maximum bytes on disk
+	Dir       string
+	Capacity  int64 // configured maximum bytes on disk
+	BytesUsed int64 // bytes the ring's files occupy (as accounted, 4 KiB blocks)
 	// EffectiveCapacity is what the ring can hold on its filesystem: the
 	// configured Capacity, or less when the filesystem is smaller (see
 	// SpaceOf). Measured at Open and at every new segment.
 	EffectiveCapacity int64
-	BytesUsed         int64 // bytes the ring's files occupy (as accounted, 4 KiB blocks)
 
 	Fragments     int       // records stored
 	Unacked       int       // records stored and not acknowledged
