@@ -16,7 +16,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
 .PHONY: all build kvslocal demo test test-go test-systemd test-faults test-soak-short bench bench-daemon soak lint fuzz torture cross clean \
 	deb deb-amd64 deb-arm64 deb-armhf \
-	cross-arm64 cross-armv7 cross-armv6 test-arm test-arm64 test-armv7 test-armv6 yocto-mods lint-yocto
+	cross-arm64 cross-armv7 cross-armv6 test-arm test-arm64 test-armv7 test-armv6 yocto-mods lint-yocto test-powercut
 
 all: build
 
@@ -278,6 +278,14 @@ ARMV6_TEST_PKGS := ./drivers/v4l2 ./h264
 test-armv6: build cross-armv6
 	bash scripts/test-armv6.sh $(BIN) bin/linux-armv6/kvscamd $(QEMU_ARM) $(ARM_MUX_CLIPS)
 	$(ARMV6_ENV) $(GO) test -count=1 $(ARMV6_FLAGS) -ldflags '$(ARMV6_LDFLAGS)' -exec '$(QEMU_ARM) -cpu arm1176' $(ARMV6_TEST_PKGS)
+# The ring's power-cut test with many more cycles than make test: kvscamd
+# in a QEMU VM, SIGKILLed at random moments (daemon/ring/powercut). Needs
+# the V4L2 VM test's packages (qemu-system-x86, busybox-static, ...) and
+# e2fsprogs. POWERCUT_SEED repeats a run's kill moments.
+POWERCUT_CYCLES ?= 50
+POWERCUT_SEED ?=
+test-powercut:
+	KVSCAMD_POWERCUT_CYCLES=$(POWERCUT_CYCLES) KVSCAMD_POWERCUT_SEED=$(POWERCUT_SEED) $(GO) test -count=1 -timeout 120m -run '^TestPowerCut$$' -v ./daemon/ring/powercut/
 
 clean:
 	rm -rf bin/ demo-out/ build/

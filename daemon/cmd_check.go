@@ -14,6 +14,7 @@ import (
 	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/mqtt"
+	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/daemon/sender"
 	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/drivers/clock"
@@ -107,6 +108,7 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			line(sender.Check(cctx, sc))
 		}
 		line(checkDevice(cfg, st))
+		fmt.Fprintln(stdout, checkRingSpace(cfg, st))
 	}
 	line(checkMQTT(cctx, cfg))
 
@@ -194,4 +196,22 @@ func checkMQTT(ctx context.Context, cfg *config.Config) (string, error) {
 		return "mqtt: ok disabled (mqtt.enabled = false)", nil
 	}
 	return mqtt.Check(ctx, cfg.MQTT, cfg.ThingName)
+}
+
+// checkRingSpace compares ring_size with what the filesystem can give the
+// ring. Too little is a warning, not a failure: the ring still works, it
+// just keeps less history (see package ring).
+func checkRingSpace(cfg *config.Config, st *config.Stream) string {
+	dir := cfg.RingDir(st.Name)
+	sp, err := ring.SpaceOf(dir)
+	if err != nil {
+		return fmt.Sprintf("ring: WARN stream %s: %v", st.Name, err)
+	}
+	size := int64(st.RingSize)
+	if size > sp.Room() {
+		return fmt.Sprintf("ring: WARN stream %s: ring_size %s exceeds what the filesystem of %s can give the ring by %s "+
+			"(%s free beyond a reserve, plus %s the ring holds); it will keep only the newest %s; lower ring_size or use a larger filesystem",
+			st.Name, humanBytes(size), dir, humanBytes(size-sp.Room()), humanBytes(sp.Free), humanBytes(sp.Held), humanBytes(sp.Room()))
+	}
+	return fmt.Sprintf("ring: ok stream %s: ring_size %s fits (%s free, %s held)", st.Name, humanBytes(size), humanBytes(sp.Free), humanBytes(sp.Held))
 }

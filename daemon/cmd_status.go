@@ -107,11 +107,15 @@ func writeStatus(w io.Writer, st status.Status, now time.Time) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\t%s\t%d (%d)\t%d\t%d\t%d\t%s / %s\t%s\t%s\t%s\n",
 			s.Name, state, s.Mode, s.FPS, humanBits(s.Bitrate), s.FramesCaptured, s.FramesDropped,
 			s.FragmentsStored, s.FragmentsAcked, s.FragmentsLost,
-			humanBytes(s.RingBytesUsed), humanBytes(s.RingBytesCapacity), oldest,
+			humanBytes(s.RingBytesUsed), humanBytes(ringRoom(s)), oldest,
 			humanDuration(s.LiveLag.Std()), upload)
 	}
 	tw.Flush()
 	for _, s := range st.Streams {
+		if ringRoom(s) < s.RingBytesCapacity {
+			fmt.Fprintf(w, "%s: ring_size is %s but the filesystem holds only %s for it; the oldest video goes first\n",
+				s.Name, humanBytes(s.RingBytesCapacity), humanBytes(ringRoom(s)))
+		}
 		if s.LastError != nil {
 			fmt.Fprintf(w, "%s: last error %s: %s\n", s.Name, ago(s.LastError.Time, now), s.LastError.Message)
 		}
@@ -175,4 +179,13 @@ func ago(t, now time.Time) string {
 		return "in " + humanDuration(t.Sub(now))
 	}
 	return humanDuration(now.Sub(t)) + " ago"
+}
+
+// ringRoom is the ring's effective capacity (older daemons report only
+// the configured one).
+func ringRoom(s status.Stream) int64 {
+	if s.RingBytesEffective > 0 {
+		return min(s.RingBytesEffective, s.RingBytesCapacity)
+	}
+	return s.RingBytesCapacity
 }

@@ -36,6 +36,7 @@ type ackLog struct {
 	slots  int64
 	alloc  int64
 	size   int64 // smallest file replace writes (Options.AckLogSize)
+	ident  ID    // ring identity written first into every new log; 0: none
 }
 
 // alignedBlock returns a blockSize buffer aligned to blockSize, as O_DIRECT
@@ -63,6 +64,7 @@ type ackState struct {
 	watermark ID
 	ranges    []idRange
 	damaged   int // slots that failed their checksum
+	ident     ID  // the ring identity the log names; 0 when it names none
 }
 
 type idRange struct{ from, to ID } // [from, to)
@@ -71,6 +73,10 @@ func (a *ackState) add(s ackSlot) {
 	switch s.Kind {
 	case 'W':
 		a.watermark = max(a.watermark, s.ID)
+	case 'I':
+		if a.ident == 0 {
+			a.ident = s.ID
+		}
 	case 'A':
 		if s.Count > 0 && s.ID+ID(s.Count) > s.ID {
 			a.ranges = append(a.ranges, idRange{s.ID, s.ID + ID(s.Count)})
@@ -113,8 +119,9 @@ func (a *ackState) apply(es []entry) {
 // openAckLog reads dir's ack log, creating it when create is set and it is
 // missing. readOnly opens without writing anything. size is the smallest
 // log a checkpoint writes.
-func openAckLog(dir string, size int64, readOnly bool) (*ackLog, ackState, error) {
-	var st ackState
+// ident is the ring identity a new log starts with. created reports that
+// there was no log.
+func openAckLog(dir string, size int64, readOnly bool, ident ID) (l *ackLog, st ackState, created bool, err error) {
 	path := filepath.Join(dir, ackLogName)
 	flag := os.O_RDWR
 	if readOnly {
@@ -123,28 +130,29 @@ func openAckLog(dir string, size int64, readOnly bool) (*ackLog, ackState, error
 	f, err := os.OpenFile(path, flag, 0)
 	if os.IsNotExist(err) {
 		if readOnly {
-			return nil, st, nil
+			return nil, st, true, nil
 		}
-		l := &ackLog{dir: dir, size: size}
+		l := &ackLog{dir: dir, size: size, ident: ident}
 		if err := l.replace(nil); err != nil {
-			return nil, st, err
+			return nil, st, true, err
 		}
-		return l, st, nil
+		st.ident = ident
+		return l, st, true, nil
 	}
 	if err != nil {
-		return nil, st, err
+		return nil, st, false, err
 	}
 	b, err := io.ReadAll(f)
 	if err != nil {
 		f.Close()
-		return nil, st, err
+		return nil, st, false, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, st, err
+		return nil, st, false, err
 	}
-	l := &ackLog{dir: dir, size: size, slots: int64(len(b)) / ackSlotSize, alloc: allocated(fi)}
+	l = &ackLog{dir: dir, size: size, slots: int64(len(b)) / ackSlotSize, alloc: allocated(fi)}
 	l.setFile(f)
 	for i := int64(0); i < l.slots; i++ {
 		slot := b[i*ackSlotSize : (i+1)*ackSlotSize]
@@ -159,7 +167,8 @@ func openAckLog(dir string, size int64, readOnly bool) (*ackLog, ackState, error
 		}
 		st.add(s)
 	}
-	return l, st, nil
+	l.ident = st.ident
+	return l, st, false, nil
 }
 
 // append writes one slot durably. It returns errAckLogFull when the log has
@@ -199,6 +208,9 @@ var errAckLogFull = errors.New("ack log full")
 // at any point leaves either the old or the new log; the temporary file
 // has a fixed name, which Open removes.
 func (l *ackLog) replace(slots []ackSlot) error {
+	if l.ident != 0 {
+		slots = append([]ackSlot{{Kind: 'I', ID: l.ident}}, slots...)
+	}
 	size := max(l.size, roundUp(int64(len(slots)+1)*ackSlotSize*2, blockSize))
 	b := make([]byte, size)
 	for i, s := range slots {

@@ -84,6 +84,9 @@ func (r *Ring) Append(f *fragmenter.Fragment) (ID, error) {
 	close(r.notify)
 	r.notify = make(chan struct{})
 	r.mu.Unlock()
+	// After the fdatasync: a line here means the fragment is durable (the
+	// power-cut test relies on that).
+	r.log.Debug("ring: stored", "id", h.ID, "timecode", h.Timecode, "bytes", recLen)
 	return h.ID, nil
 }
 
@@ -133,21 +136,7 @@ func (r *Ring) roomLocked(recLen int64) (*segment, error) {
 	if act != nil {
 		r.sealLocked(act)
 	}
-	size := max(r.segSize, roundUp(segHeaderSize+recLen, blockSize))
-	if err := r.makeRoomLocked(size + blockSize); err != nil {
-		return nil, err
-	}
-	s, err := r.createSegmentLocked(size)
-	for err != nil && isNoSpace(err) && r.evictAckedLocked() {
-		// The filesystem is fuller than the ring's own accounting says
-		// (other files share it): give up acknowledged history, not video
-		// that has not been uploaded.
-		s, err = r.createSegmentLocked(size)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("ring: append to %s: new segment: %w; %s", r.dir, err, fixFor(err, r.dir))
-	}
-	return s, nil
+	return r.newSegmentLocked(recLen)
 }
 
 // activeLocked returns the segment appends go to, or nil if a new one is
@@ -256,12 +245,17 @@ func syncDir(dir string) error {
 	return errors.Join(d.Sync(), d.Close())
 }
 
-// makeRoomLocked evicts until extra more bytes fit into the capacity.
+// makeRoomLocked evicts until extra more bytes fit into the effective
+// capacity (see space.go).
 func (r *Ring) makeRoomLocked(extra int64) error {
-	for r.usageLocked()+extra > r.opts.Capacity {
+	for r.usageLocked()+extra > r.effCap {
 		if !r.evictAckedLocked() && !r.evictOldestLocked() {
+			if r.effCap < r.opts.Capacity {
+				return fmt.Errorf("ring: append to %s: the filesystem is full: %d bytes needed, the ring holds %d and the filesystem has no more room for it; free space on it (capture resumes then) or move state_dir",
+					r.dir, extra, r.usageLocked())
+			}
 			return fmt.Errorf("%w: %s: %d bytes needed, %d of %d in use and nothing left to evict; raise ring_size",
-				ErrTooLarge, r.dir, extra, r.usageLocked(), r.opts.Capacity)
+				ErrTooLarge, r.dir, extra, r.usageLocked(), r.effCap)
 		}
 	}
 	return nil
@@ -323,11 +317,25 @@ const (
 // dropSegmentLocked deletes a segment and its records.
 func (r *Ring) dropSegmentLocked(s *segment, why dropReason) {
 	i, j := r.segEntries(s)
-	acked, unacked := s.acked, s.unacked
+	var damaged map[ID]bool
+	if s.unacked > 0 && why != dropAcked {
+		// Records damaged since they were stored are damage, not lost
+		// video; find them before counting.
+		for k := i; k < j; k++ {
+			if e := r.entries[k]; !e.acked && !r.verifyLocked(&e) {
+				r.reportDamagedRecord(&e, false, errCorrupt)
+				if damaged == nil {
+					damaged = map[ID]bool{}
+				}
+				damaged[e.id] = true
+			}
+		}
+	}
+	acked, unacked := s.acked, s.unacked-len(damaged)
 	if unacked > 0 {
 		var first, last entry
 		for k := i; k < j; k++ {
-			if !r.entries[k].acked {
+			if !r.entries[k].acked && !damaged[r.entries[k].id] {
 				if first.id == 0 {
 					first = r.entries[k]
 				}

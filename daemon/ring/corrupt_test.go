@@ -236,9 +236,13 @@ func TestRecoveryFromDamage(t *testing.T) {
 				t.Fatalf("corrupt %d torn %d, want %d and %d", st.CorruptSkipped, st.TornTails, c.corrupt, c.torn)
 			}
 			// A second recovery of the repaired ring finds the same.
-			got2, _ := checkAll(t, dir, o)
+			got2, st2 := checkAll(t, dir, o)
 			if len(got2) != want+1 {
 				t.Fatalf("second recovery: %d fragments, want %d", len(got2), want+1)
+			}
+			// Damage is reported once, not at every start.
+			if st2.CorruptSkipped != 0 || st2.Lost != 0 {
+				t.Fatalf("second recovery reported damage again: corrupt %d, lost %d", st2.CorruptSkipped, st2.Lost)
 			}
 		})
 	}
@@ -256,7 +260,7 @@ func TestAckLogDamage(t *testing.T) {
 		}
 	}
 	r.Close()
-	flip(t, filepath.Join(dir, ackLogName), 3*ackSlotSize+9) // the ack of id 4
+	flip(t, filepath.Join(dir, ackLogName), 4*ackSlotSize+9) // the ack of id 4, after the identity slot
 	r = mustOpen(t, dir, o)
 	defer r.Close()
 	if id, ok := r.FirstUnacked(); !ok || id != 4 {

@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -50,6 +49,7 @@ func TestDiskFull(t *testing.T) {
 	dir := filepath.Join(mnt, "cam-0001")
 	o := Options{Capacity: 64 << 20, SegmentSize: 128 << 10} // far more than the filesystem holds
 	r := mustOpen(t, dir, o)
+	t.Cleanup(func() { r.Close() }) // before the unmount
 	stored := map[ID]int64{}
 	seed := int64(0)
 	appendOne := func() (ID, error) {
@@ -78,35 +78,30 @@ func TestDiskFull(t *testing.T) {
 	if r.Stats().EvictedAcked == 0 {
 		t.Fatal("no acknowledged history was given up for space")
 	}
-	// Now only unacknowledged video is left: appends fail, clearly, and
-	// nothing stored is touched.
-	var err error
-	for i := 0; i < 200 && err == nil; i++ {
-		_, err = appendOne()
-	}
-	if err == nil {
-		t.Fatal("appends kept succeeding on a full filesystem")
-	}
-	if msg := err.Error(); !strings.Contains(msg, dir) || !strings.Contains(msg, "free space") || !isNoSpace(err) {
-		t.Fatalf("error does not name the directory, the cause and the fix: %v", err)
-	}
-	for i := 0; i < 3; i++ {
-		if _, err := appendOne(); err == nil {
-			t.Fatal("append succeeded although nothing changed")
+	// Now only unacknowledged video is left. Newer video still wins: the
+	// oldest unacknowledged fragments are evicted for it, and counted.
+	for i := 0; i < 200; i++ {
+		if _, err := appendOne(); err != nil {
+			t.Fatalf("append %d on a filesystem full of unacknowledged video: %v", i, err)
 		}
 	}
-	// Space returns: capture resumes.
+	if st := r.Stats(); st.Lost == 0 || st.EffectiveCapacity >= o.Capacity || st.CorruptSkipped != 0 {
+		t.Fatalf("after 200 appends on a full filesystem: stats %+v", st)
+	}
+	// Space returns: the ring grows again.
 	if err := os.Remove(filepath.Join(mnt, "filler")); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 10; i++ {
+	before := r.Stats().Lost
+	for i := 0; i < 40; i++ {
 		if _, err := appendOne(); err != nil {
 			t.Fatalf("append after space came back: %v", err)
 		}
 	}
-	if st := r.Stats(); st.AppendErrors == 0 || st.Lost != 0 || st.CorruptSkipped != 0 {
-		t.Fatalf("stats %+v", st)
+	if st := r.Stats(); st.Lost != before || st.Fragments < 40 {
+		t.Fatalf("after space came back the ring should grow without evicting: stats %+v (lost before %d)", st, before)
 	}
+	lost := r.Stats().Lost
 	r.Close()
 	r = mustOpen(t, dir, o)
 	defer r.Close()
@@ -119,9 +114,21 @@ func TestDiskFull(t *testing.T) {
 		}
 		got[id] = true
 	}
+	// What is missing is exactly the oldest unacknowledged video, and the
+	// counter says how much.
+	missing, newestMissing := uint64(0), int64(0)
 	for id, s := range stored {
 		if !got[id] && s > 20 { // the first 20 were acknowledged and may go
-			t.Fatalf("id %d (unacknowledged) missing after the disk-full episode", id)
+			missing++
+			newestMissing = max(newestMissing, s)
 		}
+	}
+	for id, s := range stored {
+		if s > 20 && s < newestMissing && got[id] {
+			t.Fatalf("id %d kept while the newer %d was evicted: not oldest first", id, newestMissing)
+		}
+	}
+	if missing != lost {
+		t.Fatalf("%d unacknowledged fragments missing, %d counted as lost", missing, lost)
 	}
 }

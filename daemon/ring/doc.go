@@ -6,7 +6,10 @@
 //
 // A ring directory holds preallocated segment files (%016x.seg, numbered by
 // a sequence that never repeats), one small index file per sealed segment
-// (%016x.idx), an acknowledgement log (acks.log) and a lock file. Appends
+// (%016x.idx), an acknowledgement log (acks.log), the ring's identity
+// (ring.id, see identity.go) and a lock file. One process writes a ring: it
+// holds an flock on the ring directory itself and on the lock file (see
+// lock.go), so deleting the lock file does not let a second writer in. Appends
 // are sequential writes into the newest ("active") segment followed by one
 // fdatasync; nothing is renamed or rewritten per fragment.
 //
@@ -29,7 +32,9 @@
 // A damaged header in the middle is skipped by scanning forward for the next
 // valid header; a damaged payload is found when the record is read, because
 // every read verifies both checksums. Either way the record is dropped,
-// counted (Stats.CorruptSkipped) and logged, and is never handed out.
+// counted (Stats.CorruptSkipped), reported once at Warn level with the time
+// range lost, and never handed out; its bytes are then zeroed so that no
+// later start reports it again (see damage.go).
 //
 // # Acknowledgements
 //
@@ -41,9 +46,11 @@
 //
 // # Space and eviction policy
 //
-// The ring never holds more than Options.Capacity bytes, counting every
-// file it owns rounded up to 4 KiB blocks (the preallocated size of the
-// active segment, index files, the ack log and room for its checkpoint).
+// The ring never holds more than its effective capacity: Options.Capacity,
+// or less when the filesystem cannot hold that much (see space.go). It
+// counts every file it owns rounded up to 4 KiB blocks (the preallocated
+// size of the active segment, index files, the ack log and room for its
+// checkpoint).
 // When an append needs room, the ring frees space in this order:
 //
 //  1. Sealed segments whose fragments are all acknowledged are deleted,
@@ -62,10 +69,15 @@
 // is older than MaxAge; unacknowledged fragments expired that way are counted
 // in Stats.Expired.
 //
-// Segments are Capacity/16 bytes, between 64 KiB and 64 MiB. A fragment that
-// does not fit into a segment of that size gets a segment of its own, sized
-// to fit; a fragment larger than the ring's capacity is refused with
-// ErrTooLarge.
+// The filesystem filling up (other files, or a ring_size larger than the
+// disk) is handled like a full ring: acknowledged video is freed first,
+// then smaller segments are tried, and only then is the oldest
+// unacknowledged video evicted for newer video, counted in Stats.Lost.
+//
+// Segments are 1/16 of the effective capacity, between 64 KiB and 64 MiB.
+// A fragment that does not fit into a segment of that size gets a segment
+// of its own, sized to fit; a fragment larger than the ring's capacity is
+// refused with ErrTooLarge.
 //
 // # Concurrency
 //

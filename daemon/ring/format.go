@@ -176,7 +176,8 @@ func unmarshalIndex(b []byte, seq uint64, fileSize int64) (length int64, es []en
 //
 //	0  magic 'K' 'A'
 //	2  kind: 'W' watermark (every id below ID is acknowledged or gone) or
-//	   'A' acknowledged range [ID, ID+Count)
+//	   'A' acknowledged range [ID, ID+Count) or
+//	   'I' the identity of the ring the log belongs to (ID), first slot
 //	3  reserved
 //	4  count u32
 //	8  id u64
@@ -199,7 +200,7 @@ func (s ackSlot) put(b []byte) {
 }
 
 func (s *ackSlot) parse(b []byte) bool {
-	if b[0] != 'K' || b[1] != 'A' || (b[2] != 'W' && b[2] != 'A') ||
+	if b[0] != 'K' || b[1] != 'A' || (b[2] != 'W' && b[2] != 'A' && b[2] != 'I') ||
 		binary.LittleEndian.Uint32(b[16:]) != crc(b[:16]) {
 		return false
 	}

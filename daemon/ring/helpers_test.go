@@ -153,3 +153,26 @@ func segFiles(t testing.TB, dir, ext string) []string {
 	}
 	return m
 }
+
+// has reports whether a record at lvl mentioning substr has attribute key
+// with a value whose text is val.
+func (l *logCapture) has(lvl slog.Level, substr, key, val string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, r := range l.recs {
+		if r.Level != lvl || !bytes.Contains([]byte(r.Message), []byte(substr)) {
+			continue
+		}
+		found := false
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == key && a.Value.String() == val {
+				found = true
+			}
+			return !found
+		})
+		if found {
+			return true
+		}
+	}
+	return false
+}

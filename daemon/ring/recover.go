@@ -2,13 +2,13 @@ package ring
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 const lockName = "lock"
@@ -24,17 +24,11 @@ func (r *Ring) recover() error {
 		if err := os.MkdirAll(r.dir, 0o750); err != nil {
 			return fmt.Errorf("ring: create %s: %w; check state_dir and its permissions", r.dir, err)
 		}
-		lf, err := os.OpenFile(filepath.Join(r.dir, lockName), os.O_RDWR|os.O_CREATE, 0o640)
+		dirF, lf, err := lockRing(r.dir)
 		if err != nil {
-			return fmt.Errorf("ring: open %s: %w; check the permissions of state_dir", r.dir, err)
+			return err
 		}
-		r.lockF = lf
-		if err := lockFile(lf); err != nil {
-			if errors.Is(err, errLocked) {
-				return fmt.Errorf("ring: open %s: another process (a running kvscamd?) is using this ring; stop it or give this one another state_dir", r.dir)
-			}
-			return fmt.Errorf("ring: lock %s: %w", r.dir, err)
-		}
+		r.dirLockF, r.lockF = dirF, lf
 	}
 	names, err := os.ReadDir(r.dir)
 	if err != nil {
@@ -85,13 +79,20 @@ func (r *Ring) recover() error {
 	}
 	all = kept
 
-	acks, ast, err := openAckLog(r.dir, r.ackLogSize, ro)
+	ident := readIdentity(r.dir)
+	if ident == 0 {
+		ident = newIdentity()
+	}
+	acks, ast, created, err := openAckLog(r.dir, r.ackLogSize, ro, ident)
 	if err != nil {
 		return fmt.Errorf("ring: open ack log in %s: %w", r.dir, err)
 	}
 	r.acks = acks
 	if acks != nil {
 		r.ackAlloc.Store(acks.alloc)
+	}
+	if ast, err = r.checkIdentity(ident, acks, ast, created, all); err != nil {
+		return err
 	}
 	if ast.damaged > 0 {
 		r.log.Warn("ring: damaged acknowledgement entries ignored; those fragments may be uploaded again", "entries", ast.damaged)
@@ -125,6 +126,7 @@ func (r *Ring) recover() error {
 	}
 	// A smaller ring_size than last time takes effect now.
 	r.mu.Lock()
+	r.refreshCapLocked()
 	err = r.makeRoomLocked(0)
 	r.mu.Unlock()
 	if err != nil {
@@ -188,8 +190,19 @@ func (r *Ring) loadSegment(seq uint64, last bool) (*segment, []entry, error) {
 		if n := len(es); n > 0 {
 			from, lastID = s.used, es[n-1].id
 		}
-		more, end, torn := r.walk(s, from, lastID, true)
+		more, end, torn := r.walk(s, from, lastID, last)
 		es, s.used = append(es, more...), end
+		if !last && end < s.size {
+			// A sealed segment ends with its last record: anything after
+			// it is a record cut short (a truncated file) or damage.
+			if zero, _ := zeroRange(s, end, s.size); !zero {
+				after, lastEnd := lastID, time.Time{}
+				if n := len(es); n > 0 {
+					after, lastEnd = es[n-1].id, es[n-1].end()
+				}
+				r.reportDamagedRegion(s, end, s.size, after, lastEnd, time.Time{})
+			}
+		}
 		if torn != nil && !ro {
 			// Zero the torn record so that no later scan can mistake its
 			// remains for data.
@@ -250,16 +263,21 @@ func (r *Ring) loadSegment(seq uint64, last bool) (*segment, []entry, error) {
 // after the record with id last (0: the start of the segment). A damaged header
 // in the middle is skipped by scanning for the next valid one; a region
 // that reads as zeros is a punched hole (acknowledged records freed in
-// place), not damage. With verifyTail, the last record's payload is checked
+// place), not damage. The last record's payload is checked
 // too, because a crash can only tear the record written last; a torn one is
 // left out and returned.
-func (r *Ring) walk(s *segment, off int64, last ID, verifyTail bool) (es []entry, end int64, torn *entry) {
+//
+// active says whether s is the active segment: only there can a crash tear
+// the last record; in a sealed one a bad last record is damage.
+func (r *Ring) walk(s *segment, off int64, last ID, active bool) (es []entry, end int64, torn *entry) {
 	hb := make([]byte, recHeaderSize)
+	var lastEnd time.Time
 	for off+recHeaderSize <= s.size {
 		var h recHeader
 		if _, err := s.f.ReadAt(hb, off); err == nil && h.parse(hb) && plausible(&h, s, off, last) {
-			es = append(es, entry{id: h.ID, seg: s, off: off, plen: h.Len, pcrc: h.CRC, tc: h.Timecode, dur: h.Duration})
-			last = h.ID
+			e := entry{id: h.ID, seg: s, off: off, plen: h.Len, pcrc: h.CRC, tc: h.Timecode, dur: h.Duration}
+			es = append(es, e)
+			last, lastEnd = h.ID, e.end()
 			off += recHeaderSize + int64(h.Len)
 			continue
 		}
@@ -267,21 +285,28 @@ func (r *Ring) walk(s *segment, off int64, last ID, verifyTail bool) (es []entry
 		if next < 0 {
 			break
 		}
-		if !zeroRange(s, off, next) {
-			r.st.CorruptSkipped++
-			r.log.Error("ring: skipping damaged data in segment", "segment", s.path, "from", off, "to", next, "after_id", last)
+		if zero, readable := zeroRange(s, off, next); !zero {
+			var nh recHeader
+			s.f.ReadAt(hb, next)
+			nh.parse(hb)
+			r.reportDamagedRegion(s, off, next, last, lastEnd, time.UnixMilli(nh.Timecode))
+			if readable {
+				r.clearRange(s, off, next-off)
+			}
 		}
 		off = next
 	}
 	end = off
-	if verifyTail && len(es) > 0 {
+	if len(es) > 0 {
 		e := es[len(es)-1]
 		buf := make([]byte, e.plen)
 		if _, err := s.f.ReadAt(buf, e.off+recHeaderSize); err != nil || crc(buf) != e.pcrc {
 			es = es[:len(es)-1]
 			end = e.off
 			torn = &e
-			if r.opts.ReadOnly {
+			if !active {
+				r.reportDamagedRecord(&e, false, fmt.Errorf("%w: payload checksum mismatch", errCorrupt))
+			} else if r.opts.ReadOnly {
 				// Most likely the record a running writer is appending.
 				r.log.Debug("ring: last record incomplete; left out", "segment", s.path, "id", e.id)
 			} else {
@@ -330,15 +355,18 @@ func resync(s *segment, from int64, last ID) int64 {
 	return -1
 }
 
-// zeroRange reports whether [from, to) of s reads as zeros.
-func zeroRange(s *segment, from, to int64) bool {
+// zeroRange reports whether [from, to) of s reads as zeros, and whether
+// all of it could be read.
+func zeroRange(s *segment, from, to int64) (zero, readable bool) {
 	buf := make([]byte, min(to-from, resyncChunk))
+	zero = true
 	for pos := from; pos < to; {
 		n := min(int64(len(buf)), to-pos)
-		if _, err := s.f.ReadAt(buf[:n], pos); err != nil || !isZero(buf[:n]) {
-			return false
+		if _, err := s.f.ReadAt(buf[:n], pos); err != nil {
+			return false, false
 		}
+		zero = zero && isZero(buf[:n])
 		pos += n
 	}
-	return true
+	return zero, true
 }

@@ -86,6 +86,10 @@ type Stats struct {
 	Dir       string
 	Capacity  int64 // configured maximum bytes on disk
 	BytesUsed int64 // bytes the ring's files occupy (as accounted, 4 KiB blocks)
+	// EffectiveCapacity is what the ring can hold on its filesystem: the
+	// configured Capacity, or less when the filesystem is smaller (see
+	// SpaceOf). Measured at Open and at every new segment.
+	EffectiveCapacity int64
 
 	Fragments     int       // records stored
 	Unacked       int       // records stored and not acknowledged
@@ -100,6 +104,10 @@ type Stats struct {
 	CorruptSkipped uint64 // damaged records skipped (at Open or when read)
 	TornTails      uint64 // records cut at Open because a crash tore them
 	AppendErrors   uint64 // failed appends
+	// AckLogReset is AckLogMissing or AckLogReplaced when Open found the
+	// ack log deleted or not this ring's: every stored fragment will be
+	// uploaded again. Empty normally.
+	AckLogReset string
 
 	BytesAppended uint64 // fragment encodings appended
 	BytesWritten  uint64 // every byte written: records, headers, indexes, acks
@@ -154,7 +162,8 @@ type Ring struct {
 	// ackLogSize is Options.AckLogSize with its default, in whole blocks.
 	ackLogSize int64
 	now        func() time.Time
-	lockF      *os.File
+	lockF      *os.File // the lock file, locked
+	dirLockF   *os.File // the ring directory, locked (see lockRing)
 
 	wmu  sync.Mutex // one Append at a time; also held by Close
 	wbuf []byte     // record buffer, reused by Append
@@ -171,6 +180,10 @@ type Ring struct {
 	closed   bool
 	canPunch bool
 	st       Stats // counters only
+	// effCap is the effective capacity (space.go): at most
+	// Options.Capacity, less when the filesystem cannot hold that much.
+	effCap    int64
+	warnedCap bool
 
 	written  atomic.Uint64
 	ackAlloc atomic.Int64 // accounted bytes of acks.log (changed under ackMu)
@@ -216,6 +229,7 @@ func Open(dir string, opts Options) (*Ring, error) {
 		nextID:     1,
 		notify:     make(chan struct{}),
 		canPunch:   true,
+		effCap:     opts.Capacity,
 	}
 	if r.log == nil {
 		r.log = slog.Default()
@@ -281,6 +295,9 @@ func (r *Ring) closeFiles() error {
 	if r.lockF != nil {
 		errs = append(errs, r.lockF.Close())
 	}
+	if r.dirLockF != nil {
+		errs = append(errs, r.dirLockF.Close())
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("ring: close %s: %w", r.dir, err)
 	}
@@ -329,6 +346,7 @@ func (r *Ring) Stats() Stats {
 	defer r.mu.Unlock()
 	s := r.st
 	s.BytesUsed = r.usageLocked()
+	s.EffectiveCapacity = r.effCap
 	s.Fragments = len(r.entries)
 	s.NextID = r.nextID
 	for i := range r.entries {
@@ -505,9 +523,20 @@ func (r *Ring) dropBad(e *entry, err error) {
 		r.log.Debug("ring: record freed meanwhile; skipped", "id", e.id, "segment", e.seg.path)
 		return
 	}
-	r.st.CorruptSkipped++
-	r.log.Error("ring: skipping damaged record; it will not be uploaded",
-		"id", e.id, "segment", e.seg.path, "offset", e.off, "time", e.start(), "acked", acked, "err", err)
+	if !errors.Is(err, errCorrupt) {
+		// The device failed the read: not cleared, see damage.go.
+		r.st.CorruptSkipped++
+		r.log.Error("ring: cannot read a stored record; skipping it", "id", e.id, "segment", e.seg.path,
+			"offset", e.off, "time", e.start(), "err", err, "fix", fixFor(err, r.dir))
+		return
+	}
+	r.reportDamagedRecord(e, acked, err)
+	if !r.opts.ReadOnly && !e.seg.gone {
+		r.clearRange(e.seg, e.off, e.size())
+		if e.seg.sealed {
+			r.writeIndexLocked(e.seg)
+		}
+	}
 }
 
 // removeEntries removes entries [i, j) and updates their segments' counts.

@@ -93,3 +93,13 @@ func openDirect(path string) *os.File {
 	}
 	return f
 }
+
+// fsSpace returns the bytes an unprivileged writer may still use on the
+// filesystem holding path, and its size.
+func fsSpace(path string) (avail, total int64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, int64(st.Blocks) * st.Bsize, nil
+}

@@ -22,3 +22,7 @@ func nextData(f *os.File, off int64) int64             { return off }
 func isNoSpace(err error) bool                         { return false }
 
 func openDirect(path string) *os.File { return nil }
+
+func flockHolder(path string) int { return 0 }
+
+func fsSpace(path string) (avail, total int64, err error) { return 0, 0, errNotSupported }

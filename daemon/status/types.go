@@ -97,6 +97,9 @@ type Stream struct {
 	AppendErrors      uint64 `json:"append_errors"`
 	RingBytesUsed     int64  `json:"ring_bytes_used"`
 	RingBytesCapacity int64  `json:"ring_bytes_capacity"`
+	// RingBytesEffective is what the ring can hold on its filesystem:
+	// RingBytesCapacity, or less when ring_size exceeds the filesystem.
+	RingBytesEffective int64 `json:"ring_bytes_effective"`
 
 	OldestUnacked    time.Time `json:"oldest_unacked,omitzero"`
 	OldestUnackedAge Duration  `json:"oldest_unacked_age"`

@@ -75,6 +75,7 @@ func (s *Stream) Status() status.Stream {
 		NewestStored:      rs.Newest,
 		LastError:         s.lastErr,
 	}
+	out.RingBytesEffective = rs.EffectiveCapacity
 	if s.src != nil {
 		out.Source = s.src.Describe()
 	}
