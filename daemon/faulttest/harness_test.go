@@ -357,23 +357,31 @@ func (r *rig) waitLive(limit time.Duration) {
 	})
 }
 
-// connWatch records when the daemon's connection open at its start stops
-// being established (the daemon dropped it).
+// connWatch records when the daemon's PutMedia connection open at its
+// start stops being established (the daemon dropped it).
 type connWatch struct {
 	done chan struct{}
 	at   time.Time
 	ok   bool
 }
 
-// watchConnection starts watching the connection(s) open now; it polls
-// the socket table every 100 ms, a real condition with a deadline.
+// watchConnection starts watching the PutMedia connection open now; it
+// polls the camera's socket table every 100 ms, a real condition with a
+// deadline. Only that connection counts: the daemon also keeps a
+// control-plane connection alive to the same endpoint, and whether that
+// one happens to be replaced says nothing about liveness.
 func (r *rig) watchConnection(limit time.Duration) *connWatch {
 	r.t.Helper()
-	w := &connWatch{done: make(chan struct{})}
-	open, err := r.link.Established(r.port)
-	if err != nil {
-		r.t.Fatal(err)
+	if r.proxy != nil {
+		r.t.Fatal("watchConnection: behind the proxy the endpoint sees the proxy's address, not the daemon's")
 	}
+	r.waitKVS(30*time.Second, "a PutMedia connection open", func(st kvslocal.State) bool { return st.Connected })
+	peer, ok := r.kvs.PutMediaPeer(streamName)
+	if !ok {
+		r.t.Fatal("watchConnection: the PutMedia connection ended before it could be watched")
+	}
+	port := portOf(r.t, "tcp://"+peer.String())
+	w := &connWatch{done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		deadline := time.Now().Add(limit)
@@ -382,13 +390,7 @@ func (r *rig) watchConnection(limit time.Duration) *connWatch {
 			if err != nil {
 				return
 			}
-			gone := len(open) > 0
-			for p := range open {
-				if now[p] {
-					gone = false
-				}
-			}
-			if gone || len(open) == 0 && len(now) == 0 {
+			if !now[port] {
 				w.at, w.ok = time.Now(), true
 				return
 			}
