@@ -324,7 +324,9 @@ func (c *conn) endFragment() bool {
 // the next fragment (live-first only), or "": a backlog or retry slice
 // yields once live video has waited half of MaxLiveLag; a live connection
 // that has sent all the live video there is ends when a backlog waits,
-// so that the backlog drains in the spare capacity.
+// so that the backlog drains in the spare capacity, or when a set-aside
+// fragment is due for its retry, which otherwise never gets a connection
+// while live video keeps coming.
 func (c *conn) yieldReason(next ring.ID) string {
 	s := c.s
 	if !s.liveFirst() || c.mode.record() {
@@ -332,8 +334,13 @@ func (c *conn) yieldReason(next ring.ID) string {
 	}
 	switch c.kind {
 	case kindLive:
-		if !s.moreReady(next, c.mode, kindLive) && s.hasBacklog() {
-			return "live video sent; backlog waiting"
+		if !s.moreReady(next, c.mode, kindLive) {
+			if s.hasBacklog() {
+				return "live video sent; backlog waiting"
+			}
+			if s.retryDue() {
+				return "live video sent; set-aside retry due"
+			}
 		}
 	default:
 		if waiting, waited := s.liveWaiting(); waiting && waited >= s.cfg.MaxLiveLag/2 {

@@ -241,6 +241,30 @@ func (s *Sender) hasBacklog() bool {
 	return ok
 }
 
+// retryDue reports whether a set-aside fragment still in the ring is due
+// for its retry.
+func (s *Sender) retryDue() bool {
+	now := s.cfg.Clock.Now()
+	s.mu.Lock()
+	due := false
+	for _, a := range s.aside {
+		if !now.Before(a.NextTry) {
+			due = true
+			break
+		}
+	}
+	s.mu.Unlock()
+	if !due {
+		return false // without walking the ring's index
+	}
+	first, ok := s.cfg.Ring.FirstUnacked()
+	if !ok {
+		return false
+	}
+	_, ok = s.candidate(first, kindRetry)
+	return ok
+}
+
 // backlogStats sums up the backlog (unacknowledged fragments below the
 // live cursor, set-aside ones not counted) and the set-aside fragments
 // still in the ring.
