@@ -132,6 +132,9 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32, m 
 	if creds.CanExpire {
 		c.credsExp = creds.Expires
 	}
+	if kind != kindLive {
+		s.startSlice()
+	}
 
 	req, err := http.NewRequestWithContext(sctx, http.MethodPost, endpoint+"/putMedia", pr)
 	if err != nil {
@@ -336,9 +339,11 @@ func (c *conn) yieldReason(next ring.ID) string {
 	case kindLive:
 		if !s.moreReady(next, c.mode, kindLive) {
 			if s.hasBacklog() {
+				s.giveTurn(kindBacklog)
 				return "live video sent; backlog waiting"
 			}
 			if s.retryDue() {
+				s.giveTurn(kindRetry)
 				return "live video sent; set-aside retry due"
 			}
 		}

@@ -186,10 +186,16 @@ func (s *Sender) nextPlan() (plan, bool) {
 	}
 	s.resumePoint() // trims the acked set
 	cursor, _ := s.advanceLive()
+	first, ok := s.cfg.Ring.FirstUnacked()
+	if turn, given := s.takeTurn(); given && ok {
+		// The live connection ended to give this slice its turn.
+		if id, ok := s.candidate(first, turn); ok {
+			return plan{kind: turn, from: id}, true
+		}
+	}
 	if id, ok := s.candidate(cursor, kindLive); ok {
 		return plan{kind: kindLive, from: id}, true
 	}
-	first, ok := s.cfg.Ring.FirstUnacked()
 	if ok {
 		if id, ok := s.candidate(first, kindBacklog); ok {
 			return plan{kind: kindBacklog, from: id}, true
@@ -199,6 +205,22 @@ func (s *Sender) nextPlan() (plan, bool) {
 		}
 	}
 	return plan{kind: kindLive, from: max(cursor, s.indexEnd(cursor))}, false
+}
+
+// giveTurn makes k the next connection's kind (see Sender.turn).
+func (s *Sender) giveTurn(k connKind) {
+	s.mu.Lock()
+	s.turn, s.turnSet = k, true
+	s.mu.Unlock()
+}
+
+// takeTurn returns and clears the kind given by giveTurn.
+func (s *Sender) takeTurn() (connKind, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.turn, s.turnSet
+	s.turnSet = false
+	return k, ok
 }
 
 // indexEnd is one past the newest fragment in the ring's index, or from
@@ -229,6 +251,14 @@ func (s *Sender) liveWaiting() (bool, time.Duration) {
 		s.liveReadySince = now
 	}
 	return true, now.Sub(s.liveReadySince)
+}
+
+// startSlice begins a backlog or retry slice: the live video it yields
+// to is timed from now on, not from what an earlier slice saw.
+func (s *Sender) startSlice() {
+	s.mu.Lock()
+	s.liveReadySince = time.Time{}
+	s.mu.Unlock()
 }
 
 // hasBacklog reports whether fragments below the live cursor wait.
