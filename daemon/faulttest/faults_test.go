@@ -44,7 +44,7 @@ func TestRateAfterBacklog(t *testing.T) {
 	r.judgeLive(up.Add(3*time.Second), stop.Add(-2*time.Second), liveBound, "live during the drain")
 	r.recovered(up, liveBound)
 	if !last.IsZero() {
-		b := backlogBytes(stored, start, up)
+		b := r.backlogBytes(stored, start, up)
 		drain := last.Sub(up).Seconds()
 		spare := vr * (factor - 1) / 8
 		r.res.DrainKBps = float64(b) / drain / 1000
@@ -90,7 +90,7 @@ func TestBelowBitrate(t *testing.T) {
 	last, stored := r.drainAll(mark, 60*time.Second)
 	r.judgeLive(wide.Add(10*time.Second), mark, liveBound, "live after widening")
 	if !last.IsZero() {
-		b := backlogBytes(stored, start, wide)
+		b := r.backlogBytes(stored, start, wide)
 		r.res.DrainKBps = float64(b) / last.Sub(wide).Seconds() / 1000
 	}
 }
@@ -151,7 +151,7 @@ func outage(t *testing.T, r *rig, d time.Duration, on, off func() error, wantDet
 	last, stored := r.drainAll(mark, 90*time.Second)
 	r.judgeLive(end.Add(rec+5*time.Second), mark.Add(-time.Second), liveBound, "live after the fault")
 	if !last.IsZero() {
-		b := backlogBytes(stored, from, end)
+		b := r.backlogBytes(stored, from, end)
 		r.res.DrainKBps = float64(b) / last.Sub(end).Seconds() / 1000
 	}
 }

@@ -641,12 +641,14 @@ func (r *rig) hold(d time.Duration) {
 	}
 }
 
-// backlogBytes sums the stored fragments that ended by mark.
-func backlogBytes(stored []ringFragment, from, mark time.Time) int64 {
+// backlogBytes sums the stored fragments made in [from, mark] that the
+// endpoint persisted: a drain rate counts only what was drained.
+func (r *rig) backlogBytes(stored []ringFragment, from, mark time.Time) int64 {
+	have := persistedCount(r.kvs.Fragments(streamName))
 	var n int64
 	for _, f := range stored {
 		start := time.UnixMilli(f.tc)
-		if !start.Before(from) && !start.Add(f.dur).After(mark) {
+		if have[f.tc] > 0 && !start.Before(from) && !start.Add(f.dur).After(mark) {
 			n += int64(f.bytes)
 		}
 	}
