@@ -278,6 +278,7 @@ func newTransport(cfg *Config) *http.Transport {
 			// which keeps the acknowledgement time-outs honest on slow
 			// links, and limits what a dead connection swallows.
 			_ = tc.SetWriteBuffer(sendBufferSize)
+			_ = limitUnsent(tc)
 		}
 		return c, err
 	}
