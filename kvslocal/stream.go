@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -298,6 +299,22 @@ func (s *Server) Connected(name string) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.active != nil
+}
+
+// PutMediaPeer returns the client address of the stream's open PutMedia
+// connection, so that a test can tell that connection apart from the
+// control-plane ones a client keeps alive to the same endpoint.
+func (s *Server) PutMediaPeer(name string) (net.Addr, bool) {
+	st := s.findStream(name)
+	if st == nil {
+		return nil, false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.active == nil || st.active.conn == nil {
+		return nil, false
+	}
+	return st.active.conn.RemoteAddr(), true
 }
 
 // State is what Wait conditions look at. The slices must not be kept or

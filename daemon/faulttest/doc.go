@@ -11,5 +11,6 @@
 // The tests are behind the build tag "faults" (they need root, ip, tc and
 // nft): `make test-faults` runs a short variant, `make test-faults FULL=1`
 // the long one. FAULTS_REPORT names a directory for summary.json and
-// summary.md; KVSCAMD_BIN a prebuilt daemon binary.
+// summary.md; KVSCAMD_BIN a prebuilt daemon binary. FAULTS_DEBUG=1 logs
+// the daemon's output for passing scenarios too, not only failing ones.
 package faulttest

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
+	"github.com/kvscamd/kvscamd/daemon/sender"
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
 
@@ -44,7 +45,7 @@ func TestRateAfterBacklog(t *testing.T) {
 	r.judgeLive(up.Add(3*time.Second), stop.Add(-2*time.Second), liveBound, "live during the drain")
 	r.recovered(up, liveBound)
 	if !last.IsZero() {
-		b := backlogBytes(stored, start, up)
+		b := r.backlogBytes(stored, start, up)
 		drain := last.Sub(up).Seconds()
 		spare := vr * (factor - 1) / 8
 		r.res.DrainKBps = float64(b) / drain / 1000
@@ -90,7 +91,7 @@ func TestBelowBitrate(t *testing.T) {
 	last, stored := r.drainAll(mark, 60*time.Second)
 	r.judgeLive(wide.Add(10*time.Second), mark, liveBound, "live after widening")
 	if !last.IsZero() {
-		b := backlogBytes(stored, start, wide)
+		b := r.backlogBytes(stored, start, wide)
 		r.res.DrainKBps = float64(b) / last.Sub(wide).Seconds() / 1000
 	}
 }
@@ -151,7 +152,7 @@ func outage(t *testing.T, r *rig, d time.Duration, on, off func() error, wantDet
 	last, stored := r.drainAll(mark, 90*time.Second)
 	r.judgeLive(end.Add(rec+5*time.Second), mark.Add(-time.Second), liveBound, "live after the fault")
 	if !last.IsZero() {
-		b := backlogBytes(stored, from, end)
+		b := r.backlogBytes(stored, from, end)
 		r.res.DrainKBps = float64(b) / last.Sub(end).Seconds() / 1000
 	}
 }
@@ -233,36 +234,47 @@ func TestLinkFlaps(t *testing.T) {
 	r.judgeLive(end.Add(time.Duration(r.res.RecoverS*float64(time.Second))+5*time.Second), mark, liveBound, "live after the flaps")
 }
 
-// One fragment is refused (5000) many times over while live video keeps
-// coming behind it: it must be set aside, live must go on, and the
-// fragment must still arrive when retried later.
+// One fragment is refused (5000) on every attempt, for ever, while live
+// video keeps coming behind it. It can never be stored, so it must be
+// set aside: tried a bounded number of times, then kept in the ring
+// (unacknowledged, in the set-aside list that survives a restart) and
+// reported in status, while live video goes on and everything else is
+// stored exactly once. It counts as set aside, not lost. (Its later
+// low-priority retries, minutes apart, are the sender tests' part.)
 func TestPoisonFragment(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, "poison", 8, rigOpts{})
 	defer r.finish()
 	r.start()
 	r.waitLive(30 * time.Second)
-	const attempts = 8 // more than any bounded retry gives a fragment
-	if err := r.kvs.PoisonFragment(streamName, kvslocal.ErrInternal, attempts); err != nil {
+	if err := r.kvs.PoisonFragment(streamName, kvslocal.ErrInternal, 0); err != nil {
 		t.Fatal(err)
 	}
 	from := time.Now()
 	window := pick(40*time.Second, 2*time.Minute)
 	r.hold(window)
 	end := time.Now()
+	p := r.kvs.Poisoned(streamName)
+	if len(p) != 1 {
+		t.Fatalf("%d poisoned fragments bound, want 1", len(p))
+	}
+	var tc int64
+	var n int
+	for tc, n = range p {
+	}
+	if n < 2 || n > sender.DefaultMaxAttempts {
+		t.Errorf("poisoned fragment %d was tried %d times; want it retried after a refusal, at most %d times before it is set aside", tc, n, sender.DefaultMaxAttempts)
+	}
+	up := r.status().Streams[0].Uploader
+	if up.SetAside != 1 || up.SetAsideTotal != 1 {
+		t.Errorf("status reports %d fragments set aside (%d in total), want the poisoned one", up.SetAside, up.SetAsideTotal)
+	}
+	r.setAside = map[int64]bool{tc: true}
 	r.recovered(from.Add(2*time.Second), liveBound)
 	r.drainAll(end, 120*time.Second)
 	r.judgeLive(from.Add(5*time.Second), end, liveBound, "live behind the poisoned fragment")
-	p := r.kvs.Poisoned(streamName)
-	for tc, n := range p {
-		r.res.Notes += fmt.Sprintf("poisoned fragment refused %d times", n)
-		if n < 2 {
-			t.Errorf("poisoned fragment %d was tried %d times; want it retried after being refused", tc, n)
-		}
-	}
-	if len(p) != 1 {
-		t.Errorf("%d poisoned fragments bound, want 1", len(p))
-	}
+	r.checkKeptAside(tc)
+	r.res.Notes += fmt.Sprintf("1 set aside after %d refusals, kept in the ring", n)
 }
 
 // The open connection keeps taking bytes but never acknowledges again,

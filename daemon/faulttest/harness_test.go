@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/kvscamd/kvscamd/daemon/ring"
+	"github.com/kvscamd/kvscamd/daemon/status"
+	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/internal/netfault"
@@ -202,10 +204,15 @@ type rig struct {
 	daemon                 *exec.Cmd
 	daemonOut              *syncBuffer
 	exited                 chan error
+	stopped                time.Time // when stop last ended the daemon
 
 	// skew is how far the endpoint's clock was moved (SetClockOffset):
 	// ingestion times carry it, producer times do not.
 	skew time.Duration
+	// setAside holds the timecodes of fragments the endpoint refuses for
+	// ever: the daemon must keep them, set aside, so drainAll neither
+	// waits for them nor counts them as lost.
+	setAside map[int64]bool
 
 	res Result
 }
@@ -285,8 +292,8 @@ ring_size = "64MiB"
 	}
 	t.Cleanup(func() {
 		r.stop()
-		if t.Failed() {
-			t.Logf("daemon output (tail):\n%s", r.daemonOut.tail(60))
+		if t.Failed() || os.Getenv("FAULTS_DEBUG") != "" {
+			t.Logf("daemon output (tail):\n%s", r.daemonOut.tail(400))
 			t.Logf("kvslocal log (tail):\n%s", r.kvsLog.tail(40))
 		}
 	})
@@ -331,6 +338,7 @@ func (r *rig) stop() {
 		r.t.Errorf("daemon did not stop within 30 s of SIGTERM")
 	}
 	r.daemon = nil
+	r.stopped = time.Now()
 }
 
 // waitKVS waits for cond on the endpoint's state, failing the test with
@@ -357,23 +365,31 @@ func (r *rig) waitLive(limit time.Duration) {
 	})
 }
 
-// connWatch records when the daemon's connection open at its start stops
-// being established (the daemon dropped it).
+// connWatch records when the daemon's PutMedia connection open at its
+// start stops being established (the daemon dropped it).
 type connWatch struct {
 	done chan struct{}
 	at   time.Time
 	ok   bool
 }
 
-// watchConnection starts watching the connection(s) open now; it polls
-// the socket table every 100 ms, a real condition with a deadline.
+// watchConnection starts watching the PutMedia connection open now; it
+// polls the camera's socket table every 100 ms, a real condition with a
+// deadline. Only that connection counts: the daemon also keeps a
+// control-plane connection alive to the same endpoint, and whether that
+// one happens to be replaced says nothing about liveness.
 func (r *rig) watchConnection(limit time.Duration) *connWatch {
 	r.t.Helper()
-	w := &connWatch{done: make(chan struct{})}
-	open, err := r.link.Established(r.port)
-	if err != nil {
-		r.t.Fatal(err)
+	if r.proxy != nil {
+		r.t.Fatal("watchConnection: behind the proxy the endpoint sees the proxy's address, not the daemon's")
 	}
+	r.waitKVS(30*time.Second, "a PutMedia connection open", func(st kvslocal.State) bool { return st.Connected })
+	peer, ok := r.kvs.PutMediaPeer(streamName)
+	if !ok {
+		r.t.Fatal("watchConnection: the PutMedia connection ended before it could be watched")
+	}
+	port := portOf(r.t, "tcp://"+peer.String())
+	w := &connWatch{done: make(chan struct{})}
 	go func() {
 		defer close(w.done)
 		deadline := time.Now().Add(limit)
@@ -382,13 +398,7 @@ func (r *rig) watchConnection(limit time.Duration) *connWatch {
 			if err != nil {
 				return
 			}
-			gone := len(open) > 0
-			for p := range open {
-				if now[p] {
-					gone = false
-				}
-			}
-			if gone || len(open) == 0 && len(now) == 0 {
+			if !now[port] {
 				w.at, w.ok = time.Now(), true
 				return
 			}
@@ -456,7 +466,7 @@ func (r *rig) drainAll(mark time.Time, limit time.Duration) (time.Time, []ringFr
 		have := persistedCount(r.kvs.Fragments(streamName))
 		missing := 0
 		for _, f := range stored {
-			if time.UnixMilli(f.tc).Add(f.dur).After(mark) {
+			if time.UnixMilli(f.tc).Add(f.dur).After(mark) || r.setAside[f.tc] {
 				continue
 			}
 			if have[f.tc] == 0 {
@@ -482,6 +492,12 @@ func (r *rig) drainAll(mark time.Time, limit time.Duration) (time.Time, []ringFr
 			continue
 		}
 		n++
+		if r.setAside[f.tc] {
+			if have[f.tc] > 0 {
+				r.t.Errorf("fragment %d persisted although the endpoint refuses it on every attempt", f.tc)
+			}
+			continue
+		}
 		if have[f.tc] == 0 {
 			lost = append(lost, f.tc)
 		}
@@ -552,10 +568,30 @@ func (r *rig) lags(from, to time.Time) []time.Duration {
 
 // judgeLive records p50/p99 of the lags of the fragments made in
 // [from, to) and fails when any exceeds bound. Call it after drainAll, so
-// that fragments ingested late count with their lag.
+// that fragments ingested late count with their lag. A fragment the
+// daemon stored but never delivered counts with its lag so far, up to
+// the daemon's stop: leaving live video out must not improve the figures.
 func (r *rig) judgeLive(from, to time.Time, bound time.Duration, what string) {
 	r.t.Helper()
 	lags := r.lags(from, to)
+	if !r.stopped.IsZero() {
+		seen := map[int64]bool{}
+		for _, f := range r.kvs.LiveView(streamName) {
+			seen[f.Producer.UnixMilli()] = true
+		}
+		missing := 0
+		for _, f := range r.ringFragments() {
+			start := time.UnixMilli(f.tc)
+			if start.Before(from) || !start.Before(to) || seen[f.tc] || r.setAside[f.tc] {
+				continue
+			}
+			missing++
+			lags = append(lags, r.stopped.Sub(start.Add(f.dur)))
+		}
+		if missing > 0 {
+			r.t.Logf("%s: %d fragments made in the window never reached the endpoint; they count with their lag at the stop", what, missing)
+		}
+	}
 	if len(lags) == 0 {
 		r.t.Errorf("%s: no fragment made between %s and %s reached the endpoint", what, from.Format("15:04:05.000"), to.Format("15:04:05.000"))
 		return
@@ -639,12 +675,63 @@ func (r *rig) hold(d time.Duration) {
 	}
 }
 
-// backlogBytes sums the stored fragments that ended by mark.
-func backlogBytes(stored []ringFragment, from, mark time.Time) int64 {
+// status asks the running daemon for its status over its socket.
+func (r *rig) status() status.Status {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := status.NewClient(filepath.Join(filepath.Dir(r.cfgPath), "kvscamd.sock")).Status(ctx)
+	if err != nil {
+		r.t.Fatalf("daemon status: %v", err)
+	}
+	if len(st.Streams) != 1 {
+		r.t.Fatalf("daemon status has %d streams, want 1", len(st.Streams))
+	}
+	return st
+}
+
+// checkKeptAside checks, with the daemon stopped, that the fragment with
+// timecode tc is still in the ring, unacknowledged, and in the set-aside
+// list the next run reads.
+func (r *rig) checkKeptAside(tc int64) {
+	r.t.Helper()
+	dir := filepath.Join(r.state, streamName)
+	rg, err := ring.Open(dir, ring.Options{Capacity: ringSize, ReadOnly: true})
+	if err != nil {
+		r.t.Fatalf("open ring: %v", err)
+	}
+	defer rg.Close()
+	found := false
+	if err := rg.Range(time.Time{}, time.Time{}, func(id ring.ID, f fragmenter.Fragment) error {
+		if f.Timecode == tc {
+			found = true
+			if rg.Acked(id) {
+				r.t.Errorf("set-aside fragment %d (ring id %d) is acknowledged in the ring: it would never be retried", tc, id)
+			}
+		}
+		return nil
+	}); err != nil {
+		r.t.Fatalf("read ring: %v", err)
+	}
+	if !found {
+		r.t.Errorf("set-aside fragment %d is no longer in the ring", tc)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, stream.SetAsideFileName))
+	if err != nil {
+		r.t.Errorf("set-aside list: %v", err)
+	} else if !bytes.Contains(b, []byte(strconv.FormatInt(tc, 10))) {
+		r.t.Errorf("set-aside list does not name fragment %d:\n%s", tc, b)
+	}
+}
+
+// backlogBytes sums the stored fragments made in [from, mark] that the
+// endpoint persisted: a drain rate counts only what was drained.
+func (r *rig) backlogBytes(stored []ringFragment, from, mark time.Time) int64 {
+	have := persistedCount(r.kvs.Fragments(streamName))
 	var n int64
 	for _, f := range stored {
 		start := time.UnixMilli(f.tc)
-		if !start.Before(from) && !start.Add(f.dur).After(mark) {
+		if have[f.tc] > 0 && !start.Before(from) && !start.Add(f.dur).After(mark) {
 			n += int64(f.bytes)
 		}
 	}

@@ -132,6 +132,9 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32, m 
 	if creds.CanExpire {
 		c.credsExp = creds.Expires
 	}
+	if kind != kindLive {
+		s.startSlice()
+	}
 
 	req, err := http.NewRequestWithContext(sctx, http.MethodPost, endpoint+"/putMedia", pr)
 	if err != nil {
@@ -324,7 +327,9 @@ func (c *conn) endFragment() bool {
 // the next fragment (live-first only), or "": a backlog or retry slice
 // yields once live video has waited half of MaxLiveLag; a live connection
 // that has sent all the live video there is ends when a backlog waits,
-// so that the backlog drains in the spare capacity.
+// so that the backlog drains in the spare capacity, or when a set-aside
+// fragment is due for its retry, which otherwise never gets a connection
+// while live video keeps coming.
 func (c *conn) yieldReason(next ring.ID) string {
 	s := c.s
 	if !s.liveFirst() || c.mode.record() {
@@ -332,8 +337,15 @@ func (c *conn) yieldReason(next ring.ID) string {
 	}
 	switch c.kind {
 	case kindLive:
-		if !s.moreReady(next, c.mode, kindLive) && s.hasBacklog() {
-			return "live video sent; backlog waiting"
+		if !s.moreReady(next, c.mode, kindLive) {
+			if s.hasBacklog() {
+				s.giveTurn(kindBacklog)
+				return "live video sent; backlog waiting"
+			}
+			if s.retryDue() {
+				s.giveTurn(kindRetry)
+				return "live video sent; set-aside retry due"
+			}
 		}
 	default:
 		if waiting, waited := s.liveWaiting(); waiting && waited >= s.cfg.MaxLiveLag/2 {

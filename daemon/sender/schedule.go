@@ -186,10 +186,16 @@ func (s *Sender) nextPlan() (plan, bool) {
 	}
 	s.resumePoint() // trims the acked set
 	cursor, _ := s.advanceLive()
+	first, ok := s.cfg.Ring.FirstUnacked()
+	if turn, given := s.takeTurn(); given && ok {
+		// The live connection ended to give this slice its turn.
+		if id, ok := s.candidate(first, turn); ok {
+			return plan{kind: turn, from: id}, true
+		}
+	}
 	if id, ok := s.candidate(cursor, kindLive); ok {
 		return plan{kind: kindLive, from: id}, true
 	}
-	first, ok := s.cfg.Ring.FirstUnacked()
 	if ok {
 		if id, ok := s.candidate(first, kindBacklog); ok {
 			return plan{kind: kindBacklog, from: id}, true
@@ -199,6 +205,22 @@ func (s *Sender) nextPlan() (plan, bool) {
 		}
 	}
 	return plan{kind: kindLive, from: max(cursor, s.indexEnd(cursor))}, false
+}
+
+// giveTurn makes k the next connection's kind (see Sender.turn).
+func (s *Sender) giveTurn(k connKind) {
+	s.mu.Lock()
+	s.turn, s.turnSet = k, true
+	s.mu.Unlock()
+}
+
+// takeTurn returns and clears the kind given by giveTurn.
+func (s *Sender) takeTurn() (connKind, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.turn, s.turnSet
+	s.turnSet = false
+	return k, ok
 }
 
 // indexEnd is one past the newest fragment in the ring's index, or from
@@ -231,6 +253,14 @@ func (s *Sender) liveWaiting() (bool, time.Duration) {
 	return true, now.Sub(s.liveReadySince)
 }
 
+// startSlice begins a backlog or retry slice: the live video it yields
+// to is timed from now on, not from what an earlier slice saw.
+func (s *Sender) startSlice() {
+	s.mu.Lock()
+	s.liveReadySince = time.Time{}
+	s.mu.Unlock()
+}
+
 // hasBacklog reports whether fragments below the live cursor wait.
 func (s *Sender) hasBacklog() bool {
 	first, ok := s.cfg.Ring.FirstUnacked()
@@ -238,6 +268,30 @@ func (s *Sender) hasBacklog() bool {
 		return false
 	}
 	_, ok = s.candidate(first, kindBacklog)
+	return ok
+}
+
+// retryDue reports whether a set-aside fragment still in the ring is due
+// for its retry.
+func (s *Sender) retryDue() bool {
+	now := s.cfg.Clock.Now()
+	s.mu.Lock()
+	due := false
+	for _, a := range s.aside {
+		if !now.Before(a.NextTry) {
+			due = true
+			break
+		}
+	}
+	s.mu.Unlock()
+	if !due {
+		return false // without walking the ring's index
+	}
+	first, ok := s.cfg.Ring.FirstUnacked()
+	if !ok {
+		return false
+	}
+	_, ok = s.candidate(first, kindRetry)
 	return ok
 }
 

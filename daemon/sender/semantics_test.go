@@ -514,3 +514,27 @@ func TestRetentionChangeNoticed(t *testing.T) {
 		}
 	}
 }
+
+// Fragments stamped ahead of the clock (recorded before the clock was
+// stepped back) are refused with 4007 and set aside, but tried again as
+// soon as the clock has passed them, not after the set-aside back-off.
+func TestFutureFragmentsRetriedWhenClockCatchesUp(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, quickCheck(),
+		withConfig(func(c *Config) { c.SetAsideRetry = time.Hour }),
+		withKVS(func(o *kvslocal.Options) { o.MaxFutureTimestamp = 200 * time.Millisecond }))
+	ahead := time.Now().Add(3 * time.Second).Truncate(time.Millisecond)
+	future := clipFragments(t, "baseline-repeat.h264", 1, ahead)
+	h.append(future...)
+	h.start()
+	h.waitFor("the future fragments set aside", func() bool { return h.s.Stats().SetAsideTotal >= 1 })
+	h.waitAllAcked()
+	last := future[len(future)-1]
+	if end := time.UnixMilli(last.Timecode).Add(last.Duration); time.Now().Before(end) {
+		t.Errorf("the last future fragment was stored before its end %v", end)
+	}
+	h.storedOnce(nil)
+	if st := h.s.Stats(); st.SetAside != 0 {
+		t.Errorf("stats %+v: nothing should remain set aside", st)
+	}
+}

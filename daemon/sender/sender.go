@@ -71,6 +71,13 @@ type Sender struct {
 	// video waiting.
 	liveFrom       ring.ID
 	liveReadySince time.Time
+	// turn is what the next connection carries after a live connection
+	// ended to give the backlog (or a set-aside retry) its slice, when
+	// turnSet: live video that arrived during the switch must not take
+	// the slot back, or on a link with little spare capacity the
+	// backlog never gets one.
+	turn    connKind
+	turnSet bool
 	// skipCode and skipRun count fragments refused in a row with the same
 	// skip code (the circuit breaker).
 	skipCode, skipRun int
@@ -271,6 +278,7 @@ func newTransport(cfg *Config) *http.Transport {
 			// which keeps the acknowledgement time-outs honest on slow
 			// links, and limits what a dead connection swallows.
 			_ = tc.SetWriteBuffer(sendBufferSize)
+			_ = limitUnsent(tc)
 		}
 		return c, err
 	}

@@ -39,6 +39,11 @@ const setAsideVersion = 1
 // fragment set aside.
 const maxSetAsideRetryWait = time.Hour
 
+// futureRetryMargin: a fragment refused as stamped in the future (4007)
+// is tried again this long after the service's clock, as far as the
+// sender knows it, has passed the fragment's end.
+const futureRetryMargin = time.Second
+
 // loadSetAside reads the set-aside fragments persisted by an earlier run.
 // A missing file is an empty set; a damaged one is reported and ignored
 // (the fragments are then simply retried as backlog: no data is lost).
@@ -114,6 +119,12 @@ func (s *Sender) setAside(f *flight, code int, reason string) {
 	a.Code, a.Reason = code, reason
 	wait := s.cfg.SetAsideRetry << min(a.Retries, 10)
 	a.NextTry = now.Add(min(wait, max(maxSetAsideRetryWait, s.cfg.SetAsideRetry)))
+	if due := s.futureDue(f); code == 4007 && due.After(now) && due.Before(a.NextTry) {
+		// Stamped ahead of the clock (recorded before the clock was
+		// stepped back, say): the service takes it once its clock has
+		// passed the fragment, which may be long before the back-off.
+		a.NextTry = due
+	}
 	s.saveSetAsideLocked()
 	level := "set aside"
 	if again {
@@ -121,6 +132,13 @@ func (s *Sender) setAside(f *flight, code int, reason string) {
 	}
 	s.log.Error("fragment "+level+"; the stream goes on without it and it is retried later (data kept)",
 		"id", f.id, "timecode", f.timecode, "error_id", code, "reason", reason, "retry_at", a.NextTry)
+}
+
+// futureDue is when, on the device clock, the service's clock will have
+// passed the end of f: the clock offset learnt from the service moves it.
+func (s *Sender) futureDue(f *flight) time.Time {
+	end := time.UnixMilli(f.timecode).Add(f.dur)
+	return end.Add(-time.Duration(s.clockOffset.Load()) + futureRetryMargin)
 }
 
 // noteAttempt counts a retryable failure of f and reports whether f has

@@ -99,6 +99,7 @@ type Stream struct {
 	wake     chan struct{} // capture loop: capture or source settings changed
 	fragCtl  chan fragMsg
 	fragDone chan struct{} // closed when the fragmenter goroutine ends
+	tail     stopTail      // the source's run-on after a stop (stoptail.go)
 
 	// Heartbeats of the three loops, set by Run before they start.
 	hbCapture, hbFrag, hbUpload *heartbeat.Stage
@@ -216,8 +217,10 @@ func (k keyFrames) RequestKeyFrame() {
 }
 
 // Run captures into the ring, and uploads from it, until ctx is
-// cancelled. Before it returns, every frame the source delivered is in a
-// fragment in the ring. Cancellation returns nil.
+// cancelled. Before it returns, every frame the source delivered up to
+// the stop point is in a fragment in the ring: on cancellation capture
+// runs on until the open fragment is long enough for the service (see
+// StopTailMax). Cancellation returns nil.
 func (s *Stream) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.fragUp {
@@ -233,8 +236,9 @@ func (s *Stream) Run(ctx context.Context) error {
 	g.Go(func() error { return s.captureLoop(gctx, frames) })
 	g.Go(func() error {
 		// Not gctx: the fragmenter stores what the source already sent
-		// and flushes its open fragment once frames is closed.
-		return s.fragLoop(frames)
+		// and flushes its open fragment once frames is closed; ctx only
+		// tells it where the stop tail begins.
+		return s.fragLoop(frames, ctx.Done())
 	})
 	g.Go(func() error { return s.uploadLoop(gctx) })
 	g.Go(func() error { return s.meterLoop(gctx) })
@@ -309,7 +313,10 @@ func (s *Stream) captureLoop(ctx context.Context, frames chan<- media.Frame) err
 			s.pause(ctx, bo.Next())
 			continue
 		}
-		sctx, cancel := context.WithCancel(ctx)
+		// The source outlives ctx by the stop tail, so that the last
+		// fragment is not too short to upload.
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		stopTail := context.AfterFunc(ctx, func() { s.stopAfterTail(cancel) })
 		s.mu.Lock()
 		s.cancelSrc = cancel
 		s.state = "capturing"
@@ -320,6 +327,7 @@ func (s *Stream) captureLoop(ctx context.Context, frames chan<- media.Frame) err
 		s.hbCapture.Idle()
 		err = src.Run(heartbeat.NewContext(sctx, s.hbCapture), frames)
 		s.hbCapture.Beat()
+		stopTail()
 		interrupted := sctx.Err() != nil
 		cancel()
 		s.mu.Lock()
@@ -443,15 +451,18 @@ func (s *Stream) fragCommand(m fragMsg) {
 
 // fragLoop feeds frames to the fragmenter and stores every fragment it
 // completes, until frames is closed; then it stores the open fragment.
-func (s *Stream) fragLoop(frames <-chan media.Frame) error {
+// Once stop is closed it runs the stop tail (stoptail.go).
+func (s *Stream) fragLoop(frames <-chan media.Frame, stop <-chan struct{}) error {
 	defer close(s.fragDone)
 	defer s.hbFrag.Close()
+	defer s.tail.finish()
 	push := func(fr media.Frame) {
 		if f, ok := s.frag.Push(fr); ok {
 			s.store(&f)
 			s.frag.Recycle(f.Cluster)
 		}
 	}
+	tailing, ended := false, false
 	// flush stores the open fragment after the frames already queued,
 	// without waiting for more.
 	flush := func() {
@@ -477,11 +488,23 @@ func (s *Stream) fragLoop(frames <-chan media.Frame) error {
 		select {
 		case fr, ok := <-frames:
 			s.hbFrag.Beat()
-			if !ok {
+			switch {
+			case !ok:
 				flush()
 				return nil
+			case tailing && !ended && s.tailReached():
+				// The stop point: the open fragment is long enough and
+				// takes every frame still to come, so no short one
+				// follows it.
+				ended = true
+				s.frag.SetFragmentDuration(fragmenter.MaxFragmentDuration)
+				s.tail.finish()
+				push(fr)
+			default:
+				push(fr)
 			}
-			push(fr)
+		case <-stop:
+			stop, tailing = nil, true
 		case m := <-s.fragCtl:
 			s.hbFrag.Beat()
 			if m.flush {
@@ -629,6 +652,9 @@ func SenderConfig(c *config.Config, st config.Stream) sender.Config {
 		Retention:       c.KVS.Retention.Std(),
 		RateLimit:       int64(st.UploadRateLimit),
 		Mode:            string(st.Mode),
+		// The last fragment reaches the ring up to StopTailMax after a
+		// stop; it should still go out on the open connection.
+		ShutdownGrace: StopTailMax + time.Second,
 	}
 }
 
