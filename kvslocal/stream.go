@@ -327,7 +327,9 @@ type State struct {
 }
 
 // Wait blocks until cond returns true for the stream's state (checked now
-// and after every change), or ctx ends. cond must not call the Server.
+// and after every change), or ctx ends. cond must not call the Server, and
+// the slices in the State it is given are the server's own, guarded by its
+// lock: cond may read them but must not keep them after it returns.
 func (s *Server) Wait(ctx context.Context, name string, cond func(State) bool) error {
 	for {
 		st := s.findStream(name)
