@@ -10,13 +10,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kvscamd/kvscamd/internal/testclips"
+	"github.com/kvscamd/kvscamd/internal/testvm"
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
 
@@ -65,20 +65,6 @@ const (
 	minFinalAppends = 3
 )
 
-// tools maps what the test runs to the Debian package that installs it.
-var tools = []struct{ path, pkg string }{
-	{"qemu-system-x86_64", "qemu-system-x86"},
-	{"/usr/share/qemu/qboot.rom", "qemu-system-data"},
-	{"/bin/busybox", "busybox-static"},
-	{"cpio", "cpio"},
-	{"depmod", "kmod"},
-	{"mkfs.ext4", "e2fsprogs"},
-	{"gzip", "gzip"},
-	{"python3", "python3"},
-	{"dpkg", "dpkg"},
-	{"apt-get", "apt"},
-}
-
 // stored is one durable append the guest reported.
 type stored struct {
 	cycle int
@@ -89,22 +75,7 @@ type stored struct {
 var storedLine = regexp.MustCompile(`level=DEBUG msg="ring: stored" .*\bid=(\d+) timecode=(\d+) bytes=\d+$`)
 
 func TestPowerCut(t *testing.T) {
-	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
-		t.Fatalf("the power-cut test boots an x86-64 Debian kernel and needs a linux/amd64 host (this is %s/%s)", runtime.GOOS, runtime.GOARCH)
-	}
-	var missing []string
-	for _, tool := range tools {
-		if strings.HasPrefix(tool.path, "/") {
-			if _, err := os.Stat(tool.path); err != nil {
-				missing = append(missing, tool.pkg)
-			}
-		} else if _, err := exec.LookPath(tool.path); err != nil {
-			missing = append(missing, tool.pkg)
-		}
-	}
-	if len(missing) > 0 {
-		t.Fatalf("missing tools; install them with: apt-get install --no-install-recommends %s", strings.Join(missing, " "))
-	}
+	testvm.Require(t, "the power-cut test", []testvm.Tool{{Path: "mkfs.ext4", Package: "e2fsprogs"}, {Path: "gzip", Package: "gzip"}})
 	cycles := defaultCycles
 	if s := os.Getenv(envCycles); s != "" {
 		n, err := strconv.Atoi(s)
@@ -124,18 +95,18 @@ func TestPowerCut(t *testing.T) {
 	t.Logf("%d cycles, kill moments from seed %d (%s=%d repeats them)", cycles, seed, envSeed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0x5eed))
 
-	root := repoRoot(t)
+	root := testvm.RepoRoot(t)
 	work := t.TempDir()
 	start := time.Now()
 	bctx, bcancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer bcancel()
 	pcDir := filepath.Join(root, "build", "powercut")
-	run(t, bctx, root, nil, filepath.Join(root, "daemon", "ring", "powercut", "build-vm.sh"), pcDir)
-	goTool := goCommand()
+	testvm.Run(t, bctx, root, nil, filepath.Join(root, "daemon", "ring", "powercut", "build-vm.sh"), pcDir)
+	goTool := testvm.GoCommand()
 	rootfs := filepath.Join(work, "root")
-	run(t, bctx, root, nil, "cp", "-a", filepath.Join(pcDir, "base"), rootfs)
-	run(t, bctx, root, []string{"CGO_ENABLED=0"}, goTool, "build", "-trimpath", "-o", filepath.Join(rootfs, "kvscamd"), "./daemon")
-	run(t, bctx, root, []string{"CGO_ENABLED=0"}, goTool, "build", "-trimpath", "-o", filepath.Join(rootfs, "guestfwd"), "./daemon/ring/powercut/guestfwd")
+	testvm.Run(t, bctx, root, nil, "cp", "-a", filepath.Join(pcDir, "base"), rootfs)
+	testvm.Run(t, bctx, root, []string{"CGO_ENABLED=0"}, goTool, "build", "-trimpath", "-o", filepath.Join(rootfs, "kvscamd"), "./daemon")
+	testvm.Run(t, bctx, root, []string{"CGO_ENABLED=0"}, goTool, "build", "-trimpath", "-o", filepath.Join(rootfs, "guestfwd"), "./daemon/ring/powercut/guestfwd")
 
 	kvs := kvslocal.Start(t, kvslocal.Options{})
 	if _, err := kvs.CreateStream("cam-pc", 24*time.Hour); err != nil {
@@ -179,7 +150,7 @@ ring_size = "16MiB"
 	writeFile(t, filepath.Join(rootfs, "kvscamd.toml"), cfg, 0o600)
 	writeFile(t, filepath.Join(rootfs, "init"), guestInit(port), 0o755)
 	initrd := filepath.Join(work, "initrd.gz")
-	run(t, bctx, rootfs, nil, "sh", "-c", "find . | cpio -o -H newc 2>/dev/null | gzip -1 > "+initrd)
+	testvm.Run(t, bctx, rootfs, nil, "sh", "-c", "find . | cpio -o -H newc 2>/dev/null | gzip -1 > "+initrd)
 	disk := filepath.Join(work, "disk.img")
 	if err := os.WriteFile(disk, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -187,7 +158,7 @@ ring_size = "16MiB"
 	if err := os.Truncate(disk, diskSize); err != nil {
 		t.Fatal(err)
 	}
-	run(t, bctx, root, nil, "mkfs.ext4", "-q", "-F", disk)
+	testvm.Run(t, bctx, root, nil, "mkfs.ext4", "-q", "-F", disk)
 	vm := &guest{t: t, root: root, vmlinux: filepath.Join(pcDir, "vmlinux"), initrd: initrd, disk: disk, work: work}
 	t.Logf("setup (kernel, modules, binaries, disk) %v", time.Since(start).Round(time.Millisecond))
 
@@ -460,48 +431,6 @@ func persisted(kvs *kvslocal.Server) map[int64]bool {
 // condition sees is the server's own and must not outlive the call.
 func state(kvs *kvslocal.Server) kvslocal.State {
 	return kvslocal.State{Fragments: kvs.Fragments("cam-pc"), Acks: kvs.Acks("cam-pc")}
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
-
-// goCommand is the go tool that runs this test, which also builds what
-// the guest runs.
-func goCommand() string {
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		p := filepath.Join(strings.TrimSpace(string(out)), "bin", "go")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return "go"
-}
-
-func run(t *testing.T, ctx context.Context, dir string, env []string, name string, args ...string) {
-	t.Helper()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
-	}
 }
 
 func copyFile(t *testing.T, from, to string) {

@@ -14,10 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kvscamd/kvscamd/internal/testvm"
 )
 
 // Bounds for a slow CI machine; a normal run takes a fraction of them.
@@ -26,89 +28,23 @@ const (
 	vmTimeout    = 5 * time.Minute  // boot plus the in-VM tests
 )
 
-// tools maps what the test runs to the Debian package that installs it.
-var tools = []struct{ path, pkg string }{
-	{"qemu-system-x86_64", "qemu-system-x86"},
-	{"/usr/share/qemu/qboot.rom", "qemu-system-data"},
-	{"/bin/busybox", "busybox-static"},
-	{"cpio", "cpio"},
-	{"depmod", "kmod"},
-	{"gcc", "gcc"},
-	{"make", "make"},
-	{"python3", "python3"},
-	{"dpkg", "dpkg"},
-	{"apt-get", "apt"},
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
-
-func run(t *testing.T, ctx context.Context, dir string, env []string, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out.String())
-	}
-	return out.String()
-}
-
 func TestV4L2DriverInVM(t *testing.T) {
-	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
-		t.Fatalf("the V4L2 VM test boots an x86-64 Debian kernel and needs a linux/amd64 host (this is %s/%s)", runtime.GOOS, runtime.GOARCH)
-	}
-	var missing []string
-	for _, tool := range tools {
-		if strings.HasPrefix(tool.path, "/") {
-			if _, err := os.Stat(tool.path); err != nil {
-				missing = append(missing, tool.pkg)
-			}
-		} else if _, err := exec.LookPath(tool.path); err != nil {
-			missing = append(missing, tool.pkg)
-		}
-	}
-	if len(missing) > 0 {
-		t.Fatalf("missing tools; install them with: apt-get install --no-install-recommends %s linux-headers-amd64",
-			strings.Join(missing, " "))
-	}
+	testvm.Require(t, "the V4L2 VM test", []testvm.Tool{{Path: "gcc", Package: "gcc"}, {Path: "make", Package: "make"}}, "linux-headers-amd64")
 	// The go command that runs this test builds the in-VM binaries too.
-	goTool := "go"
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		if p := filepath.Join(strings.TrimSpace(string(out)), "bin", "go"); statOK(p) {
-			goTool = p
-		}
-	}
-	root := repoRoot(t)
+	goTool := testvm.GoCommand()
+	root := testvm.RepoRoot(t)
 	vmDir := filepath.Join(root, "build", "vm")
 	script := func(name string) string { return filepath.Join(root, "drivers", "v4l2", "vmtest", name) }
 
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	start := time.Now()
-	t.Log(strings.TrimSpace(run(t, ctx, root, nil, script("build-vm.sh"), vmDir)))
+	t.Log(strings.TrimSpace(testvm.Run(t, ctx, root, nil, script("build-vm.sh"), vmDir)))
 	testBin := filepath.Join(vmDir, "v4l2.test")
 	writer := filepath.Join(vmDir, "writer")
-	run(t, ctx, root, []string{"CGO_ENABLED=1"}, goTool, "test", "-c", "-tags", "vmtest", "-o", testBin,
+	testvm.Run(t, ctx, root, []string{"CGO_ENABLED=1"}, goTool, "test", "-c", "-tags", "vmtest", "-o", testBin,
 		"-ldflags", `-linkmode external -extldflags "-static"`, "./drivers/v4l2")
-	run(t, ctx, root, []string{"CGO_ENABLED=0"}, goTool, "build", "-o", writer, "./drivers/v4l2/vmtest/writer")
+	testvm.Run(t, ctx, root, []string{"CGO_ENABLED=0"}, goTool, "build", "-o", writer, "./drivers/v4l2/vmtest/writer")
 	clip := filepath.Join(root, "testdata", "baseline-repeat.h264") // 320x240, 150 frames, SPS/PPS before every IDR
 	if _, err := os.Stat(clip); err != nil {
 		t.Fatalf("test clip: %v (regenerate with testdata/gen.sh)", err)
@@ -124,7 +60,7 @@ func TestV4L2DriverInVM(t *testing.T) {
 		"VM_DIR="+vmDir,
 		"VM_FILES="+writer+" "+clip,
 		"VM_ENV=KV_CLIP=/"+filepath.Base(clip)+" KV_WRITER=/writer",
-		"VM_TIMEOUT="+itoa(int(vmTimeout/time.Second)-10),
+		"VM_TIMEOUT="+strconv.Itoa(int(vmTimeout/time.Second)-10),
 	)
 	out, err := cmd.CombinedOutput()
 	vmRun := time.Since(start)
@@ -138,20 +74,4 @@ func TestV4L2DriverInVM(t *testing.T) {
 			t.Errorf("%s did not pass inside the VM", name)
 		}
 	}
-}
-
-func itoa(n int) string {
-	if n <= 0 {
-		return "1"
-	}
-	var b []byte
-	for ; n > 0; n /= 10 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-	}
-	return string(b)
-}
-
-func statOK(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }
