@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kvscamd/kvscamd/internal/testdirs"
 	"time"
 
 	"github.com/kvscamd/kvscamd/daemon/status"
@@ -15,31 +17,13 @@ import (
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
 
-// mountSmallFS mounts a tmpfs of size (e.g. "32m") for the test.
-func mountSmallFS(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test mounts a small tmpfs as state_dir and needs root (CI runs the tests as root)")
-	}
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs (needs CAP_SYS_ADMIN and util-linux mount): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
-		}
-	})
-	return mnt
-}
-
 // TestRunRingLargerThanFilesystem runs the real binary with the default
 // ring_size of 1 GiB on a 32 MiB tmpfs: check warns and says by how much,
 // the ring stores video from the start, more video than the filesystem
 // holds goes through it (the oldest evicted), status shows the effective
 // capacity, and the newest video reaches the endpoint.
 func TestRunRingLargerThanFilesystem(t *testing.T) {
-	mnt := mountSmallFS(t, "32m")
+	mnt := testdirs.Small(t, "32m", "runs the daemon with its state_dir")
 	state := filepath.Join(mnt, "state")
 	// A replay faster than real time runs its timestamps ahead of the
 	// clock; the endpoint must not refuse them for that here.

@@ -2,28 +2,11 @@ package ring
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
-)
 
-// mountTmpfs mounts a tmpfs of the given size (e.g. "3m") for the test.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test mounts a small tmpfs to fill a real filesystem and needs root (CI runs the tests as root)")
-	}
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount tmpfs (needs CAP_SYS_ADMIN and util-linux mount): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
-		}
-	})
-	return mnt
-}
+	"github.com/kvscamd/kvscamd/internal/testdirs"
+)
 
 // fill writes a file into dir until the filesystem is full.
 func fill(t *testing.T, path string) {
@@ -45,7 +28,7 @@ func fill(t *testing.T, path string) {
 }
 
 func TestDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, "4m")
+	mnt := testdirs.Small(t, "4m", "fills the ring")
 	dir := filepath.Join(mnt, "cam-0001")
 	o := Options{Capacity: 64 << 20, SegmentSize: 128 << 10} // far more than the filesystem holds
 	r := mustOpen(t, dir, o)

@@ -3,13 +3,15 @@ package ring
 import (
 	"path/filepath"
 	"testing"
+
+	"github.com/kvscamd/kvscamd/internal/testdirs"
 )
 
 // TestRingLargerThanFilesystem is the default ring_size on a small
 // filesystem: a 1 GiB ring on a 32 MiB tmpfs must store video, keep the
 // newest, and give up acknowledged video before unacknowledged.
 func TestRingLargerThanFilesystem(t *testing.T) {
-	mnt := mountTmpfs(t, "32m")
+	mnt := testdirs.Small(t, "32m", "measures free space")
 	dir := filepath.Join(mnt, "cam-0001")
 	sp, err := SpaceOf(dir)
 	if err != nil || sp.Held != 0 || sp.Free <= 0 || sp.Free > 32<<20 || sp.Total != 32<<20 {

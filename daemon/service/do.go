@@ -80,6 +80,28 @@ func (svc *Service) Do(ctx context.Context, c status.Command) (status.Result, er
 	return status.Result{}, status.Errorf(status.CodeUnknownOp, "unknown op %q; use one of %s", c.Op, strings.Join(status.Ops, ", "))
 }
 
+// apply hands st to the running stream: settings it can take live change
+// at once, the others restart it with st (reported as EffectRestarted).
+// applied is false when the stream refused st and nothing changed; err
+// with applied true means the restart failed.
+func (svc *Service) apply(r *runner, st config.Stream) (cs []status.Change, applied bool, err error) {
+	cs, err = r.s.Apply(st)
+	if err != nil {
+		return nil, false, err
+	}
+	restart := false
+	for i := range cs {
+		if cs[i].Effect == stream.EffectStreamRestart {
+			cs[i].Effect = EffectRestarted
+			restart = true
+		}
+	}
+	if restart {
+		err = svc.restart(r, st)
+	}
+	return cs, true, err
+}
+
 // set changes one stream's settings with the same validation and the same
 // live-or-restart sorting as a reload. The configuration in force takes
 // the new values, so that a later reload compares the file with what runs.
@@ -98,21 +120,12 @@ func (svc *Service) set(name string, s status.Settings) (status.Result, error) {
 	if err := ApplySettings(&st, s); err != nil {
 		return status.Result{}, err
 	}
-	cs, err := r.s.Apply(st)
-	if err != nil {
+	cs, applied, err := svc.apply(r, st)
+	if !applied {
 		return status.Result{}, err
 	}
-	restart := false
-	for i := range cs {
-		if cs[i].Effect == stream.EffectStreamRestart {
-			cs[i].Effect = EffectRestarted
-			restart = true
-		}
-	}
-	if restart {
-		if err := svc.restart(r, st); err != nil {
-			return status.Result{Changes: cs}, status.Errorf(status.CodeInternal, "set: %v", err)
-		}
+	if err != nil {
+		return status.Result{Changes: cs}, status.Errorf(status.CodeInternal, "set: %v", err)
 	}
 	svc.mu.Lock()
 	next := *svc.cfg
@@ -236,22 +249,9 @@ func (svc *Service) Reload(cfg *config.Config) (status.Result, error) {
 		if err != nil {
 			continue
 		}
-		cs, err := r.s.Apply(st)
+		cs, _, err := svc.apply(r, st)
 		if err != nil {
 			errs = append(errs, err.Error())
-			continue
-		}
-		restart := false
-		for i := range cs {
-			if cs[i].Effect == stream.EffectStreamRestart {
-				cs[i].Effect = EffectRestarted
-				restart = true
-			}
-		}
-		if restart {
-			if err := svc.restart(r, st); err != nil {
-				errs = append(errs, err.Error())
-			}
 		}
 		changes = append(changes, cs...)
 	}
