@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/kvscamd/kvscamd/drivers/clock"
 	"github.com/kvscamd/kvscamd/internal/testclips"
 	"github.com/kvscamd/kvscamd/internal/testdirs"
 	"github.com/kvscamd/kvscamd/kvslocal"
@@ -213,5 +214,30 @@ func TestCheckSyntaxErrorHidesSecret(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCheckUnsyncedClockWarns: a clock that is not synchronised is the
+// normal state of a Pi at boot; the daemon stores video then and uploads
+// it later, so check warns (and says so) without failing.
+func TestCheckUnsyncedClockWarns(t *testing.T) {
+	srv := kvslocal.Start(t, kvslocal.Options{})
+	srv.CreateStream("cam-1", 24*time.Hour)
+	c := srv.IssueCredentials(time.Hour)
+	path := checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, "")
+	syncFile := filepath.Join(t.TempDir(), "synced")
+	t.Setenv(clock.TestSyncFileEnv, syncFile)
+	code, out, errOut := runCLI(t, "check", "-config", path)
+	if code != exitOK {
+		t.Fatalf("exit %d with an unsynchronised clock, want 0\n%s%s", code, out, errOut)
+	}
+	if !regexp.MustCompile(`(?m)^clock: WARN .*unsynchronised.*video is stored and uploaded only once it is.*timedatectl set-ntp true`).MatchString(out) {
+		t.Errorf("no clock WARN line naming the consequence and the fix in:\n%s", out)
+	}
+	if err := os.WriteFile(syncFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ = runCLI(t, "check", "-config", path); code != exitOK || !strings.Contains(out, "\nclock: ok ") {
+		t.Errorf("exit %d once synchronised, output:\n%s", code, out)
 	}
 }
