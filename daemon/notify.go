@@ -44,7 +44,7 @@ func statusLine(ds status.Status) string {
 	var parts []string
 	for _, st := range ds.Streams {
 		line := fmt.Sprintf("%s: %d frames, ring %d%% (%d fragments not uploaded)", st.Name,
-			st.FramesCaptured, percent(st.RingBytesUsed, st.RingBytesCapacity), st.FragmentsUnacked)
+			st.FramesCaptured, percent(st.RingBytesUsed, ringRoom(st)), st.FragmentsUnacked)
 		switch {
 		case st.Uploader.Alert != "":
 			line += ", needs attention: " + st.Uploader.Alert

@@ -20,6 +20,9 @@ const (
 	Watchdog = "WATCHDOG=1"
 )
 
+// SendTimeout bounds one notification's send.
+const SendTimeout = time.Second
+
 // Notifier sends notifications. The zero value (and a Notifier made
 // without $NOTIFY_SOCKET) does nothing.
 type Notifier struct {
@@ -52,6 +55,12 @@ func (n *Notifier) Notify(states ...string) error {
 		return fmt.Errorf("sdnotify: %w", err)
 	}
 	defer conn.Close()
+	// A service manager that does not read (a test harness, a stopped
+	// systemd) fills the socket's queue; a notification is not worth a
+	// daemon that hangs, least of all while it stops.
+	if err := conn.SetWriteDeadline(time.Now().Add(SendTimeout)); err != nil {
+		return fmt.Errorf("sdnotify: %w", err)
+	}
 	if _, err := conn.Write([]byte(strings.Join(states, "\n"))); err != nil {
 		return fmt.Errorf("sdnotify: %w", err)
 	}
