@@ -59,6 +59,7 @@ const (
 	DefaultTLSTimeout       = 10 * time.Second
 	DefaultCredentialMargin = 2 * time.Minute
 	DefaultShutdownGrace    = time.Second
+	DefaultOfflineRetry     = 3 * time.Second
 
 	DefaultMaxLiveLag     = 10 * time.Second
 	DefaultMaxAttempts    = 5
@@ -159,6 +160,11 @@ type Config struct {
 	// CredentialMargin rotates a connection at a fragment boundary when
 	// the credentials it was signed with expire within this margin.
 	CredentialMargin time.Duration
+	// OfflineRetry caps the wait after a failure that reached nobody (no
+	// route, connection refused, name not resolved): such an attempt costs
+	// the service nothing and no quota, and video made while the sender
+	// sleeps on after the network is back falls behind live for nothing.
+	OfflineRetry time.Duration
 	// Backoff decides the wait before reconnecting after failures; nil
 	// means backoff.New(500ms, 30s). Only its Delay is used, so one may
 	// be shared.
@@ -266,6 +272,7 @@ func (c *Config) setDefaults() error {
 	def(&c.TLSTimeout, DefaultTLSTimeout)
 	def(&c.CredentialMargin, DefaultCredentialMargin)
 	def(&c.ShutdownGrace, DefaultShutdownGrace)
+	def(&c.OfflineRetry, DefaultOfflineRetry)
 	def(&c.MaxLiveLag, DefaultMaxLiveLag)
 	def(&c.SetAsideRetry, DefaultSetAsideRetry)
 	def(&c.StaleMedia, DefaultStaleMedia)

@@ -3,8 +3,10 @@ package sender
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -181,4 +183,19 @@ func clockFailureOf(err error) (*failure, bool) {
 		return f, true
 	}
 	return nil, false
+}
+
+// offline reports whether err is a failure to reach the other end at all:
+// no route, no address, connection refused, a connect that timed out.
+// Nothing was sent, so retrying soon costs no quota.
+func offline(err error) bool {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return true
+	}
+	return errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ECONNREFUSED)
 }

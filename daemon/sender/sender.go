@@ -847,6 +847,9 @@ func (s *Sender) Run(ctx context.Context) error {
 			s.ctrl.forgetEndpoint()
 			delay = s.cfg.Backoff.Delay(attempt)
 		}
+		if class != ClassOperator && class != ClassDenied && offline(err) && delay > s.cfg.OfflineRetry {
+			delay = s.cfg.OfflineRetry
+		}
 		if attempt == alertAfterAttempts && class != ClassOperator {
 			// Retrying is right for these failures, but when they go on
 			// this long someone should look (e.g. 5001 on every attempt).
