@@ -189,9 +189,9 @@ func runBench(ctx context.Context, o options, clip *clipInfo) error {
 		ru, err := d.stop()
 		errs = append(errs, err)
 		if ru != nil {
-			res[i].RusageMaxRSS = ru.Maxrss << 10
-			res[i].RusageVoluntary = ru.Nvcsw
-			res[i].RusageInvoluntary = ru.Nivcsw
+			res[i].RusageMaxRSS = int64(ru.Maxrss) << 10
+			res[i].RusageVoluntary = int64(ru.Nvcsw)
+			res[i].RusageInvoluntary = int64(ru.Nivcsw)
 		}
 	}
 	rep.Results = res

@@ -101,5 +101,7 @@ func fsSpace(path string) (avail, total int64, err error) {
 	if err := unix.Statfs(path, &st); err != nil {
 		return 0, 0, err
 	}
-	return int64(st.Bavail) * st.Bsize, int64(st.Blocks) * st.Bsize, nil
+	// Bsize is int32 on 32-bit ARM and int64 elsewhere.
+	bs := int64(st.Bsize)
+	return int64(st.Bavail) * bs, int64(st.Blocks) * bs, nil
 }
