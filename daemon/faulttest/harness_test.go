@@ -296,6 +296,15 @@ ring_size = "64MiB"
 			t.Logf("daemon output (tail):\n%s", r.daemonOut.tail(400))
 			t.Logf("kvslocal log (tail):\n%s", r.kvsLog.tail(40))
 		}
+		if dir := os.Getenv("FAULTS_REPORT"); dir != "" && (t.Failed() || os.Getenv("FAULTS_DEBUG") != "") {
+			// Whole logs beside the summary, for reading a failure offline.
+			_ = os.MkdirAll(dir, 0o755)
+			for suffix, b := range map[string]*syncBuffer{"daemon.log": r.daemonOut, "kvslocal.log": r.kvsLog} {
+				if err := os.WriteFile(filepath.Join(dir, r.name+"."+suffix), []byte(b.String()), 0o644); err != nil {
+					t.Logf("keep %s log: %v", suffix, err)
+				}
+			}
+		}
 	})
 	r.daemonOut = &syncBuffer{}
 	return r

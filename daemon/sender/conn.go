@@ -52,14 +52,16 @@ type conn struct {
 	cancel    context.CancelCauseFunc
 	pw        *io.PipeWriter
 	rtDone    chan struct{} // closed when the round trip has ended
+	recv      chan struct{} // a fragment was received (RECEIVED, or stored); never blocks
 	header    []byte
 	opened    time.Time
 	credsExp  time.Time // zero when the credentials do not expire
 	stopBy    time.Time // writer only: no new fragments after this once stopping
 	retention int32
-	mode      *modeState // the mode the connection was opened under
-	kind      connKind   // what the connection carries
-	firstID   ring.ID    // the fragment it started with
+	mode      *modeState    // the mode the connection was opened under
+	kind      connKind      // what the connection carries
+	liveLag   time.Duration // live: how far behind it may fall (plan.lag)
+	firstID   ring.ID       // the fragment it started with
 
 	mu        sync.Mutex
 	flights   map[int64]*flight // by fragment timecode
@@ -76,6 +78,10 @@ type conn struct {
 	// staleness a connection that takes data but never answers shows.
 	sinceAckFrags int
 	sinceAckMedia time.Duration
+	// heldSince is when awaitReceived began holding the writer; zero when
+	// it does not. A held writer adds no fragments to sinceAckFrags, so
+	// staleness also counts the hold.
+	heldSince time.Time
 }
 
 // finish records why the connection ends (the first reason wins) and
@@ -100,7 +106,8 @@ func (c *conn) reason() error {
 // connection opens one PutMedia request starting with first and streams
 // under mode m until it ends. It reports whether anything was
 // acknowledged (which resets the back-off) and why it ended.
-func (s *Sender) connection(ctx context.Context, first item, retention int32, m *modeState, kind connKind) (progress bool, err error) {
+func (s *Sender) connection(ctx context.Context, first item, retention int32, m *modeState, p plan) (progress bool, err error) {
+	kind := p.kind
 	now := s.cfg.Clock.Now()
 	endpoint, err := s.ctrl.dataEndpoint(ctx, now)
 	if err != nil {
@@ -125,7 +132,9 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32, m 
 		retention: retention,
 		mode:      m,
 		kind:      kind,
+		liveLag:   p.lag,
 		firstID:   first.id,
+		recv:      make(chan struct{}, 1),
 		flights:   map[int64]*flight{},
 		rtDone:    make(chan struct{}),
 	}
@@ -240,6 +249,9 @@ func (c *conn) write(cur item) {
 			c.closeBody(why)
 			return
 		}
+		if s.liveFirst() && !c.mode.record() {
+			c.awaitReceived(cur.id)
+		}
 		if why := c.yieldReason(cur.id + 1); why != "" {
 			c.closeBody(why)
 			return
@@ -249,7 +261,7 @@ func (c *conn) write(cur item) {
 			// When the ring holds more than MaxLiveLag ahead of this
 			// connection, live video jumps to the live edge and what it
 			// passes over is left to the backlog.
-			if cursor, moved := s.advanceLive(); moved && cursor > from {
+			if cursor, moved := s.advanceLive(max(c.liveLag, s.cfg.MaxLiveLag)); moved && cursor > from {
 				s.log.Info("live video fell behind; the fragments it skips are left to the backlog", "from", from, "live_from", cursor)
 				from = cursor
 			}
@@ -349,6 +361,7 @@ func (c *conn) yieldReason(next ring.ID) string {
 		}
 	default:
 		if waiting, waited := s.liveWaiting(); waiting && waited >= s.cfg.MaxLiveLag/2 {
+			s.yieldedToLive()
 			return "live video waiting"
 		}
 	}
@@ -474,6 +487,54 @@ func (c *conn) writeBytes(b []byte) error {
 	c.progress = time.Now()
 	c.mu.Unlock()
 	return err
+}
+
+// awaitReceived holds a connection (live-first scheduling), after it has
+// written the fragment cur, until the service has received every fragment
+// written before it, or the connection ends. A connection that writes as
+// fast as the socket takes (a backlog slice, live video catching up) runs
+// ahead of the link by what is in flight: seconds of video on a slow
+// uplink with deep buffers, which is lag for live video behind it, and
+// the scheduler decides at fragment boundaries whether to switch: ahead
+// of the link it switches that much too late, and the close waits for it
+// all. With one fragment in flight the link stays busy (cur is still
+// being delivered) and the decision is made on what the service has.
+func (c *conn) awaitReceived(cur ring.ID) {
+	defer func() {
+		c.mu.Lock()
+		c.heldSince = time.Time{}
+		c.mu.Unlock()
+	}()
+	for {
+		c.mu.Lock()
+		pending := false
+		for _, f := range c.order {
+			if f.id != cur && f.received.IsZero() {
+				pending = true
+				break
+			}
+		}
+		if pending && c.heldSince.IsZero() {
+			c.heldSince = time.Now()
+		}
+		c.mu.Unlock()
+		if !pending {
+			return
+		}
+		select {
+		case <-c.recv:
+		case <-c.ctx.Done():
+			return // the watchdog or the response ended it
+		}
+	}
+}
+
+// noteReceived wakes awaitReceived. c.mu is held.
+func (c *conn) noteReceived() {
+	select {
+	case c.recv <- struct{}{}:
+	default:
+	}
 }
 
 // arm starts the RECEIVED deadline of every fragment written completely.
@@ -632,6 +693,7 @@ func (c *conn) handle(ev ack.Event) error {
 		}
 		if f.received.IsZero() {
 			f.received = time.Now()
+			c.noteReceived()
 			s.received.Add(1)
 			if s.cfg.OnReceived != nil {
 				s.cfg.OnReceived(f.id, f.received.Sub(f.ready))
@@ -669,6 +731,7 @@ func (c *conn) store(f *flight, givenUp bool) error {
 		}
 	}
 	s.markAcked(f.id)
+	c.noteReceived()
 	if !givenUp {
 		s.setAlert("") // whatever needed a person is fixed
 	}
@@ -794,7 +857,14 @@ func (c *conn) overdue(now time.Time) error {
 	if quiet.IsZero() {
 		quiet = c.opened
 	}
-	if now.Sub(quiet) >= cfg.StaleWait && (c.sinceAckFrags > cfg.StaleFragments || c.sinceAckMedia >= cfg.StaleMedia) {
+	stale := c.sinceAckFrags > cfg.StaleFragments || c.sinceAckMedia >= cfg.StaleMedia
+	if !c.heldSince.IsZero() && now.Sub(c.heldSince) >= cfg.StaleWait {
+		// The writer waits for the RECEIVED of a fragment the service
+		// has all of (the next one followed it whole) and has not
+		// written more: as many fragments as it will write unanswered.
+		stale = stale || c.sinceAckFrags >= cfg.StaleFragments
+	}
+	if now.Sub(quiet) >= cfg.StaleWait && stale {
 		c.s.stale.Add(1)
 		return fail(ClassRetry, "sender %s: no acknowledgement for %v while %d fragments (%v of media) were sent: the connection takes data but does not answer",
 			cfg.Stream, now.Sub(quiet).Round(time.Millisecond), c.sinceAckFrags, c.sinceAckMedia)

@@ -66,6 +66,11 @@ func (k connKind) String() string {
 type plan struct {
 	kind connKind
 	from ring.ID
+	// lag is how far behind the newest fragment a live connection may
+	// fall before it leaves fragments to the backlog: MaxLiveLag, or more
+	// when the connection takes over from a backlog slice (see
+	// yieldedToLive).
+	lag time.Duration
 }
 
 // errSliceDone ends a backlog or retry connection that has nothing more
@@ -113,20 +118,21 @@ func (s *Sender) candidate(from ring.ID, k connKind) (ring.ID, bool) {
 }
 
 // advanceLive moves the live cursor up to the live edge: the first
-// fragment that ends within MaxLiveLag of the newest one's end. What the
+// fragment that ends within lag (MaxLiveLag, see plan.lag) of the newest
+// one's end. What the
 // cursor passes over without having sent it becomes backlog. This is how
 // live video stays current when a backlog exists, and how, when the link
 // cannot carry live video, the fragments it could not carry join the
 // backlog instead of holding up the newest ones. It returns the cursor
 // and whether it moved.
-func (s *Sender) advanceLive() (ring.ID, bool) {
+func (s *Sender) advanceLive(lag time.Duration) (ring.ID, bool) {
 	last, ok := s.meta.LastMeta()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !ok {
 		return s.liveFrom, false
 	}
-	edge := last.End().Add(-s.cfg.MaxLiveLag)
+	edge := last.End().Add(-lag)
 	newFrom := s.liveFrom
 	s.meta.Metas(s.liveFrom, func(m ring.Meta) bool {
 		if !m.End().Before(edge) {
@@ -185,26 +191,68 @@ func (s *Sender) nextPlan() (plan, bool) {
 		return plan{kind: kindLive, from: max(from, s.indexEnd(from))}, false
 	}
 	s.resumePoint() // trims the acked set
-	cursor, _ := s.advanceLive()
+	lag := s.cfg.MaxLiveLag
+	if s.takeYield() {
+		// The live video waiting now waited for the slice this sender
+		// chose to give the backlog, not because the link could not
+		// carry it: it goes out, and only falling further behind from
+		// here leaves fragments to the backlog. Otherwise the switch
+		// itself (the slice's last fragment in flight, a new connection)
+		// would push the oldest live fragments past the edge, and they
+		// would wait for the whole backlog instead of a few seconds.
+		lag = max(lag, s.liveBehind()+s.cfg.MaxLiveLag/2)
+	}
+	cursor, _ := s.advanceLive(lag)
 	first, ok := s.cfg.Ring.FirstUnacked()
 	if turn, given := s.takeTurn(); given && ok {
 		// The live connection ended to give this slice its turn.
 		if id, ok := s.candidate(first, turn); ok {
-			return plan{kind: turn, from: id}, true
+			return plan{kind: turn, from: id, lag: s.cfg.MaxLiveLag}, true
 		}
 	}
 	if id, ok := s.candidate(cursor, kindLive); ok {
-		return plan{kind: kindLive, from: id}, true
+		return plan{kind: kindLive, from: id, lag: lag}, true
 	}
 	if ok {
 		if id, ok := s.candidate(first, kindBacklog); ok {
-			return plan{kind: kindBacklog, from: id}, true
+			return plan{kind: kindBacklog, from: id, lag: s.cfg.MaxLiveLag}, true
 		}
 		if id, ok := s.candidate(first, kindRetry); ok {
-			return plan{kind: kindRetry, from: id}, true
+			return plan{kind: kindRetry, from: id, lag: s.cfg.MaxLiveLag}, true
 		}
 	}
-	return plan{kind: kindLive, from: max(cursor, s.indexEnd(cursor))}, false
+	return plan{kind: kindLive, from: max(cursor, s.indexEnd(cursor)), lag: s.cfg.MaxLiveLag}, false
+}
+
+// yieldedToLive records that a backlog or retry slice ended because live
+// video waited; the next plan gives that video its lag (see nextPlan).
+func (s *Sender) yieldedToLive() {
+	s.mu.Lock()
+	s.yielded = true
+	s.mu.Unlock()
+}
+
+// takeYield returns and clears what yieldedToLive recorded.
+func (s *Sender) takeYield() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	y := s.yielded
+	s.yielded = false
+	return y
+}
+
+// liveBehind is how far the first live fragment waiting to go out ends
+// before the newest stored one; zero when none waits.
+func (s *Sender) liveBehind() time.Duration {
+	last, ok := s.meta.LastMeta()
+	if !ok {
+		return 0
+	}
+	m, ok := s.liveCandidate()
+	if !ok {
+		return 0
+	}
+	return max(last.End().Sub(m.End()), 0)
 }
 
 // giveTurn makes k the next connection's kind (see Sender.turn).
@@ -234,13 +282,15 @@ func (s *Sender) indexEnd(from ring.ID) ring.ID {
 	return from
 }
 
-// liveWaiting reports whether a live fragment is ready to go; it also
-// records when one was first seen waiting, so that a backlog slice can
-// yield in time.
+// liveWaiting reports whether a live fragment is ready to go and how long
+// it has waited: since it was complete by the clock (its end), or since
+// this slice first saw it, whichever is longer, so that neither a clock
+// step nor the time the slice took to open hides the wait. A backlog
+// slice yields on it.
 func (s *Sender) liveWaiting() (bool, time.Duration) {
-	cursor := s.liveCursor()
-	_, ok := s.candidate(cursor, kindLive)
+	m, ok := s.liveCandidate()
 	now := time.Now()
+	age := s.cfg.Clock.Now().Sub(m.End())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !ok {
@@ -250,7 +300,7 @@ func (s *Sender) liveWaiting() (bool, time.Duration) {
 	if s.liveReadySince.IsZero() {
 		s.liveReadySince = now
 	}
-	return true, now.Sub(s.liveReadySince)
+	return true, max(now.Sub(s.liveReadySince), age)
 }
 
 // startSlice begins a backlog or retry slice: the live video it yields

@@ -78,6 +78,8 @@ type Sender struct {
 	// backlog never gets one.
 	turn    connKind
 	turnSet bool
+	// yielded: the last backlog or retry slice ended for live video.
+	yielded bool
 	// skipCode and skipRun count fragments refused in a row with the same
 	// skip code (the circuit breaker).
 	skipCode, skipRun int
@@ -761,7 +763,7 @@ func (s *Sender) Run(ctx context.Context) error {
 					continue
 				}
 				var progress bool
-				progress, err = s.connection(ctx, it, retention, m, p.kind)
+				progress, err = s.connection(ctx, it, retention, m, p)
 				if progress {
 					attempt = 0
 					authRetried = false
