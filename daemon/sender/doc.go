@@ -21,10 +21,17 @@
 //     cursor; once it has sent everything there and a backlog waits, it
 //     ends (the spare capacity goes to the backlog);
 //   - else a backlog connection sends the backlog oldest first and ends at
-//     the first fragment boundary after live video has waited
-//     MaxLiveLag/2, or when the backlog is through;
+//     the first fragment boundary after the oldest waiting live fragment
+//     has waited MaxLiveLag/2, or when the backlog is through; the live
+//     video that waited for the slice then goes out even if the switch
+//     put it past the live edge;
 //   - else a retry connection sends set-aside fragments whose time came;
 //   - else the sender waits for live video.
+//
+// In live-first order a connection writes a fragment only once the one
+// before the last it wrote is RECEIVED: at most about one fragment is in
+// flight, so a buffered uplink cannot hold seconds of video ahead of the
+// scheduler's decisions (or of live video written behind it).
 //
 // Failures are per fragment (see AckErrorClass): a fragment that keeps
 // failing is set aside (kept in the ring, reported, persisted in
