@@ -27,7 +27,10 @@ type serviceNotifier struct {
 }
 
 // statuser is what the notifier reads the daemon's state from.
-type statuser interface{ Status() status.Status }
+type statuser interface {
+	Status() status.Status
+	Ready() <-chan struct{}
+}
 
 // progress sums counters that grow whenever any stage moves: frames
 // captured, fragments stored, fragments acknowledged by the service.
@@ -68,6 +71,11 @@ func percent(a, b int64) int64 {
 // refreshes STATUS every statusEvery.
 func (s *serviceNotifier) run(ctx context.Context) {
 	if !s.n.Enabled() {
+		return
+	}
+	select {
+	case <-s.svc.Ready():
+	case <-ctx.Done():
 		return
 	}
 	ds := s.svc.Status()

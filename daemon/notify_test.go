@@ -12,6 +12,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/daemon/heartbeat"
 	"github.com/kvscamd/kvscamd/daemon/service"
+	"github.com/kvscamd/kvscamd/daemon/status"
 	"github.com/kvscamd/kvscamd/daemon/stream"
 	"github.com/kvscamd/kvscamd/kvslocal"
 )
@@ -51,31 +52,35 @@ func runWithContext(ctx context.Context, args ...string) (code int, stdout, stde
 }
 
 // startRun runs `kvscamd run` in-process on a file stream (streamKeys
-// added to its table) uploading to a local KVS endpoint. stop cancels it;
-// done delivers its exit status.
-func startRun(t *testing.T, streamKeys string) (stop func(), done <-chan int) {
+// added to its table) uploading to a local KVS endpoint, with its status
+// socket at sock. stop cancels it; done delivers its exit status.
+func startRun(t *testing.T, streamKeys string) (sock string, stop func(), done <-chan int) {
 	t.Helper()
 	srv := kvslocal.Start(t, kvslocal.Options{})
 	srv.CreateStream("cam-1", 24*time.Hour)
 	c := srv.IssueCredentials(time.Hour)
 	path := checkConfig(t, srv.URL, c.AccessKeyID, c.SecretAccessKey, c.SessionToken, streamKeys)
-	sock := filepath.Join(t.TempDir(), "kvscamd.sock")
+	sock = filepath.Join(t.TempDir(), "kvscamd.sock")
 	ctx, cancel := context.WithCancel(t.Context())
 	codes := make(chan int, 1)
 	go func() {
 		code, _, _ := runWithContext(ctx, "run", "-config", path, "-socket", sock)
 		codes <- code
 	}()
-	return cancel, codes
+	return sock, cancel, codes
 }
 
 func TestRunNotifiesReadyWatchdogStopping(t *testing.T) {
 	conn := notifySocket(t)
-	stop, done := startRun(t, "realtime = true\nloop = true\n")
+	sock, stop, done := startRun(t, "realtime = true\nloop = true\n")
 
 	first := nextNotify(t, conn)
 	if !strings.Contains(first, "READY=1") || !strings.Contains(first, "STATUS=cam-1:") {
 		t.Fatalf("first notification %q, want READY=1 with a STATUS", first)
+	}
+	// READY means `kvscamd status` works: the socket answers at once.
+	if _, err := status.NewClient(sock).Status(t.Context()); err != nil {
+		t.Fatalf("status right after READY=1: %v", err)
 	}
 	for pings := 0; pings < 3; {
 		if strings.Contains(nextNotify(t, conn), "WATCHDOG=1") {

@@ -208,6 +208,9 @@ func sampleOnce(ctx context.Context, d *daemon) (sample, error) {
 			return sample{}, fmt.Errorf("daemon %s status: %w", d.spec.Name, err)
 		}
 		fmt.Fprintf(os.Stderr, "benchdaemon: %s: status try %d: %v\n", d.spec.Name, try, err)
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return sample{}, err
+		}
 	}
 	now := time.Now()
 	return sample{T: now.Sub(d.started.Add(d.ready)).Seconds(), At: now, Proc: p, St: st}, nil

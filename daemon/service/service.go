@@ -65,6 +65,10 @@ type Service struct {
 	opts    Options
 	log     *slog.Logger
 	started time.Time
+	// ready is closed once Run has started the streams and the status
+	// socket answers (or has failed for good); readyOnce closes it.
+	ready     chan struct{}
+	readyOnce sync.Once
 
 	mu      sync.Mutex
 	cfg     *config.Config
@@ -101,7 +105,7 @@ func New(cfg *config.Config, o Options) (*Service, error) {
 	if err := cfg.ValidateForRun(); err != nil {
 		return nil, err
 	}
-	svc := &Service{opts: o, log: o.Logger, cfg: cfg, loaded: time.Now(), started: time.Now()}
+	svc := &Service{opts: o, log: o.Logger, cfg: cfg, loaded: time.Now(), started: time.Now(), ready: make(chan struct{})}
 	for _, st := range cfg.Streams {
 		s, err := svc.newStream(cfg, st)
 		if err != nil {
@@ -128,6 +132,14 @@ func (svc *Service) closeAll() {
 	}
 }
 
+// Ready is closed once Run has started every stream and the status socket
+// answers requests (or could not be opened, which is logged), or when Run
+// has returned: what systemd's READY=1 should wait for, so that
+// `kvscamd status` right after start reaches the daemon.
+func (svc *Service) Ready() <-chan struct{} { return svc.ready }
+
+func (svc *Service) markReady() { svc.readyOnce.Do(func() { close(svc.ready) }) }
+
 // Streams returns the names of the streams, in configuration order.
 func (svc *Service) Streams() []string {
 	svc.mu.Lock()
@@ -143,6 +155,7 @@ func (svc *Service) Streams() []string {
 // until ctx is cancelled, then stops the streams (each stores its open
 // fragment) and closes their rings. Cancellation returns nil.
 func (svc *Service) Run(ctx context.Context) error {
+	defer svc.markReady()
 	var prov *credentials.Provider
 	if !svc.opts.CaptureOnly {
 		// Building the provider does no I/O, so the streams' uploaders
@@ -166,10 +179,11 @@ func (svc *Service) Run(ctx context.Context) error {
 		}()
 	}
 	if svc.opts.Socket != "" {
-		srv := &status.Server{Path: svc.opts.Socket, Group: svc.opts.SocketGroup, Handler: svc, Logger: svc.log}
+		srv := &status.Server{Path: svc.opts.Socket, Group: svc.opts.SocketGroup, Handler: svc, Logger: svc.log, Listening: svc.markReady}
 		side.Add(1)
 		go func() {
 			defer side.Done()
+			defer svc.markReady()
 			if err := srv.Run(sideCtx); err != nil {
 				// The daemon records without its socket: say so loudly,
 				// do not stop capture.
@@ -177,6 +191,9 @@ func (svc *Service) Run(ctx context.Context) error {
 				svc.noteError(err)
 			}
 		}()
+	}
+	if svc.opts.Socket == "" {
+		svc.markReady()
 	}
 	svc.mu.Lock()
 	mc := svc.cfg.MQTT

@@ -44,6 +44,8 @@ type Server struct {
 	Group   string // group to own the socket; "" = SocketGroup; "-" = leave as is
 	Handler Handler
 	Logger  *slog.Logger
+	// Listening, when set, is called once the socket accepts requests.
+	Listening func()
 }
 
 // Run listens until ctx ends, then closes the listener and removes the
@@ -73,6 +75,9 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("status socket listening", "path", s.Path)
+	if s.Listening != nil {
+		s.Listening()
+	}
 	select {
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
