@@ -489,16 +489,24 @@ func (c *conn) writeBytes(b []byte) error {
 	return err
 }
 
+// inFlightFragments is how many fragments written before the last one may
+// wait for their RECEIVED before the writer holds (see awaitReceived).
+// With one, the socket runs empty between fragments: each release is a
+// burst that a shallow bottleneck queue tail-drops, and the retransmission
+// time-outs that follow stalled a 1.2x link for 8 s. Two keep the socket
+// busy while bounding what is in flight to about two fragments.
+const inFlightFragments = 2
+
 // awaitReceived holds a connection (live-first scheduling), after it has
-// written the fragment cur, until the service has received every fragment
-// written before it, or the connection ends. A connection that writes as
+// written the fragment cur, until at most inFlightFragments-1 fragments
+// written before it wait for their RECEIVED, or the connection ends. A connection that writes as
 // fast as the socket takes (a backlog slice, live video catching up) runs
 // ahead of the link by what is in flight: seconds of video on a slow
 // uplink with deep buffers, which is lag for live video behind it, and
 // the scheduler decides at fragment boundaries whether to switch: ahead
 // of the link it switches that much too late, and the close waits for it
-// all. With one fragment in flight the link stays busy (cur is still
-// being delivered) and the decision is made on what the service has.
+// all. With about two fragments in flight the link stays busy and the
+// decision is made close to what the service has.
 func (c *conn) awaitReceived(cur ring.ID) {
 	defer func() {
 		c.mu.Lock()
@@ -507,13 +515,13 @@ func (c *conn) awaitReceived(cur ring.ID) {
 	}()
 	for {
 		c.mu.Lock()
-		pending := false
+		unreceived := 0
 		for _, f := range c.order {
 			if f.id != cur && f.received.IsZero() {
-				pending = true
-				break
+				unreceived++
 			}
 		}
+		pending := unreceived >= inFlightFragments
 		if pending && c.heldSince.IsZero() {
 			c.heldSince = time.Now()
 		}

@@ -28,9 +28,9 @@
 //   - else a retry connection sends set-aside fragments whose time came;
 //   - else the sender waits for live video.
 //
-// In live-first order a connection writes a fragment only once the one
-// before the last it wrote is RECEIVED: at most about one fragment is in
-// flight, so a buffered uplink cannot hold seconds of video ahead of the
+// In live-first order a connection writes a fragment only while at most
+// one fragment before the last it wrote waits for its RECEIVED: about two
+// fragments are in flight at most, so a buffered uplink cannot hold seconds of video ahead of the
 // scheduler's decisions (or of live video written behind it).
 //
 // Failures are per fragment (see AckErrorClass): a fragment that keeps
