@@ -119,12 +119,11 @@ func (s *Sender) candidate(from ring.ID, k connKind) (ring.ID, bool) {
 
 // advanceLive moves the live cursor up to the live edge: the first
 // fragment that ends within lag (MaxLiveLag, see plan.lag) of the newest
-// one's end. What the
-// cursor passes over without having sent it becomes backlog. This is how
-// live video stays current when a backlog exists, and how, when the link
-// cannot carry live video, the fragments it could not carry join the
-// backlog instead of holding up the newest ones. It returns the cursor
-// and whether it moved.
+// one's end. What the cursor passes over without having sent it becomes
+// backlog. This is how live video stays current when a backlog exists,
+// and how, when the link cannot carry live video, the fragments it could
+// not carry join the backlog instead of holding up the newest ones. It
+// returns the cursor and whether it moved.
 func (s *Sender) advanceLive(lag time.Duration) (ring.ID, bool) {
 	last, ok := s.meta.LastMeta()
 	s.mu.Lock()
