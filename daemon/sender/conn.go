@@ -499,14 +499,14 @@ const inFlightFragments = 2
 
 // awaitReceived holds a connection (live-first scheduling), after it has
 // written the fragment cur, until at most inFlightFragments-1 fragments
-// written before it wait for their RECEIVED, or the connection ends. A connection that writes as
-// fast as the socket takes (a backlog slice, live video catching up) runs
-// ahead of the link by what is in flight: seconds of video on a slow
-// uplink with deep buffers, which is lag for live video behind it, and
-// the scheduler decides at fragment boundaries whether to switch: ahead
-// of the link it switches that much too late, and the close waits for it
-// all. With about two fragments in flight the link stays busy and the
-// decision is made close to what the service has.
+// written before it wait for their RECEIVED, or the connection ends.
+// A connection that writes as fast as the socket takes (a backlog slice,
+// live video catching up) runs ahead of the link by what is in flight:
+// seconds of video on a slow uplink with deep buffers, which is lag for
+// live video behind it. The scheduler decides at fragment boundaries
+// whether to switch; ahead of the link it switches that much too late,
+// and the close waits for it all. With about two fragments in flight the
+// link stays busy and the decision is made close to what the service has.
 func (c *conn) awaitReceived(cur ring.ID) {
 	defer func() {
 		c.mu.Lock()
