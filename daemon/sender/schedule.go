@@ -67,9 +67,9 @@ type plan struct {
 	kind connKind
 	from ring.ID
 	// lag is how far behind the newest fragment a live connection may
-	// fall before it leaves fragments to the backlog: MaxLiveLag, or more
-	// when the connection takes over from a backlog slice (see
-	// yieldedToLive).
+	// fall before it leaves fragments to the backlog: MaxLiveLag when
+	// zero or smaller, more when the connection takes over from a
+	// backlog slice (see yieldedToLive).
 	lag time.Duration
 }
 
@@ -206,7 +206,7 @@ func (s *Sender) nextPlan() (plan, bool) {
 	if turn, given := s.takeTurn(); given && ok {
 		// The live connection ended to give this slice its turn.
 		if id, ok := s.candidate(first, turn); ok {
-			return plan{kind: turn, from: id, lag: s.cfg.MaxLiveLag}, true
+			return plan{kind: turn, from: id}, true
 		}
 	}
 	if id, ok := s.candidate(cursor, kindLive); ok {
@@ -214,13 +214,13 @@ func (s *Sender) nextPlan() (plan, bool) {
 	}
 	if ok {
 		if id, ok := s.candidate(first, kindBacklog); ok {
-			return plan{kind: kindBacklog, from: id, lag: s.cfg.MaxLiveLag}, true
+			return plan{kind: kindBacklog, from: id}, true
 		}
 		if id, ok := s.candidate(first, kindRetry); ok {
-			return plan{kind: kindRetry, from: id, lag: s.cfg.MaxLiveLag}, true
+			return plan{kind: kindRetry, from: id}, true
 		}
 	}
-	return plan{kind: kindLive, from: max(cursor, s.indexEnd(cursor)), lag: s.cfg.MaxLiveLag}, false
+	return plan{kind: kindLive, from: max(cursor, s.indexEnd(cursor))}, false
 }
 
 // yieldedToLive records that a backlog or retry slice ended because live

@@ -240,10 +240,10 @@ ring_size = "16MiB"
 	st := state(kvs)
 	cutShort := 0
 	for _, a := range st.Acks {
-		if a.EventType != "ERROR" && a.ErrorID == 0 {
+		if a.EventType != kvslocal.EventError && a.ErrorID == 0 {
 			continue
 		}
-		if a.ErrorID == 4006 && got[a.FragmentTimecode] && slices.ContainsFunc(kills, func(k time.Time) bool {
+		if a.ErrorID == kvslocal.ErrInvalidMKV && got[a.FragmentTimecode] && slices.ContainsFunc(kills, func(k time.Time) bool {
 			return !a.At.Before(k) && a.At.Sub(k) < cutAckWindow
 		}) {
 			cutShort++
