@@ -42,7 +42,8 @@ type Counters struct {
 }
 
 // Offer sends f to out if the receiver is ready and drops it otherwise,
-// counting either outcome. It reports whether the frame was delivered.
+// counting either outcome; a dropped frame's pooled memory goes back. It
+// reports whether the frame was delivered.
 func (c *Counters) Offer(out chan<- media.Frame, f media.Frame) bool {
 	select {
 	case out <- f:
@@ -50,6 +51,7 @@ func (c *Counters) Offer(out chan<- media.Frame, f media.Frame) bool {
 		return true
 	default:
 		c.dropped.Add(1)
+		f.Release()
 		return false
 	}
 }

@@ -92,6 +92,19 @@ var ErrBadFragment = errors.New("fragment: bad encoding")
 // fixed little-endian prefix followed by Header and Cluster; it carries no
 // checksum because the ring buffer checksums whole records.
 func (f *Fragment) AppendBinary(b []byte) ([]byte, error) {
+	b, err := f.AppendPrefix(b)
+	if err != nil {
+		return b, err
+	}
+	b = append(b, f.Header...)
+	b = append(b, f.Cluster...)
+	return b, nil
+}
+
+// AppendPrefix appends what AppendBinary puts before Header and Cluster:
+// a writer that sends the three pieces one after the other (the ring's
+// Append) stores the same bytes without copying the cluster.
+func (f *Fragment) AppendPrefix(b []byte) ([]byte, error) {
 	if len(f.Header) > MaxHeaderSize {
 		return b, fmt.Errorf("fragment %d: header of %d bytes exceeds %d", f.Timecode, len(f.Header), MaxHeaderSize)
 	}
@@ -114,8 +127,6 @@ func (f *Fragment) AppendBinary(b []byte) ([]byte, error) {
 		b = append(b, f.Boot[:]...)
 		b = binary.LittleEndian.AppendUint64(b, uint64(f.Mono))
 	}
-	b = append(b, f.Header...)
-	b = append(b, f.Cluster...)
 	return b, nil
 }
 

@@ -288,11 +288,15 @@ func (f *Fragmenter) Flush() (Fragment, bool) {
 // steady state free of allocations. emit copies what it keeps (the ring
 // buffer writes it to disk). Header slices are never reused.
 //
-// Frames that arrive while emit runs wait in in; if emit is slow for long
-// enough to fill in, the source drops frames and counts them.
+// Run owns the frames it receives and releases each once it is copied
+// (media.Frame.Release). Frames that arrive while emit runs wait in in; if
+// emit is slow for long enough to fill in, the source drops frames and
+// counts them.
 func (f *Fragmenter) Run(ctx context.Context, in <-chan media.Frame, emit func(*Fragment) error) error {
 	push := func(fr media.Frame) error {
-		if frag, ok := f.Push(fr); ok {
+		frag, ok := f.Push(fr)
+		fr.Release() // copied into the cluster; the memory goes back to its pool
+		if ok {
 			err := emit(&frag)
 			f.Recycle(frag.Cluster)
 			return err

@@ -8,6 +8,7 @@ import (
 	"testing/iotest"
 
 	"github.com/kvscamd/kvscamd/internal/testclips"
+	"github.com/kvscamd/kvscamd/media"
 )
 
 var splitCases = []struct {
@@ -101,6 +102,35 @@ func TestReaderClips(t *testing.T) {
 			}
 			if !EqualNALUs(all, flat) {
 				t.Fatalf("SplitAnnexB found %d NAL units, Reader %d", len(all), len(flat))
+			}
+			// In pooled memory, released after each unit as the
+			// fragmenter's caller does, the units are the same and the
+			// memory is reused.
+			p := media.NewFramePool(2)
+			rd := NewReader(bytes.NewReader(data))
+			rd.UsePool(p)
+			seen := map[*media.FrameMem]bool{}
+			for i := 0; ; i++ {
+				m, err := rd.NextMem()
+				if errors.Is(err, io.EOF) {
+					if i != clip.Frames {
+						t.Fatalf("pooled reader gave %d access units, want %d", i, clip.Frames)
+					}
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !EqualNALUs(m.NALUs, whole[i]) {
+					t.Fatalf("pooled access unit %d differs", i)
+				}
+				seen[m] = true
+				var fr media.Frame
+				fr.Attach(m)
+				fr.Release()
+			}
+			if len(seen) > 3 {
+				t.Errorf("%d buffers for %d released access units, want at most 3", len(seen), clip.Frames)
 			}
 		})
 	}
@@ -282,16 +312,39 @@ func FuzzParseSPS(f *testing.F) {
 	})
 }
 
+// BenchmarkReader reads a clip with memory of its own per access unit and
+// with a pool whose frames are released as they are consumed (the
+// sources' way).
 func BenchmarkReader(b *testing.B) {
 	data := testclips.Get("baseline-repeat.h264").Read(b)
-	b.SetBytes(int64(len(data)))
-	b.ReportAllocs()
-	for b.Loop() {
-		rd := NewReader(bytes.NewReader(data))
-		for {
-			if _, err := rd.Next(); err != nil {
-				break
+	b.Run("alloc", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		b.ReportAllocs()
+		for b.Loop() {
+			rd := NewReader(bytes.NewReader(data))
+			for {
+				if _, err := rd.Next(); err != nil {
+					break
+				}
 			}
 		}
-	}
+	})
+	b.Run("pool", func(b *testing.B) {
+		b.SetBytes(int64(len(data)))
+		b.ReportAllocs()
+		p := media.NewFramePool(media.DefaultFramePoolSize)
+		for b.Loop() {
+			rd := NewReader(bytes.NewReader(data))
+			rd.UsePool(p)
+			for {
+				m, err := rd.NextMem()
+				if err != nil {
+					break
+				}
+				var fr media.Frame
+				fr.Attach(m)
+				fr.Release()
+			}
+		}
+	})
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/kvscamd/kvscamd/media"
 )
 
 // readChunk is how much the Reader asks its source for at a time.
@@ -14,7 +16,7 @@ const readChunk = 64 << 10
 // unit whatever the input holds.
 //
 // Each access unit Next returns is freshly allocated and owned by the
-// caller. After an error wrapping ErrTooLarge the offending data has been
+// caller; NextMem hands them out in a pool's memory instead. After an error wrapping ErrTooLarge the offending data has been
 // skipped and Next may be called again; other errors come from the
 // underlying reader.
 type Reader struct {
@@ -32,6 +34,8 @@ type Reader struct {
 	data   []byte // the pending access unit's NAL units, back to back
 	ends   []int  // end offset of each NAL unit in data
 	hasVCL bool
+
+	pool *media.FramePool
 }
 
 // NewReader returns a Reader that reads from r.
@@ -43,8 +47,22 @@ func NewReader(r io.Reader) *Reader {
 // the first start code or belonged to an oversized unit.
 func (r *Reader) Skipped() int64 { return r.skipped }
 
+// UsePool makes NextMem take its memory from p.
+func (r *Reader) UsePool(p *media.FramePool) { r.pool = p }
+
 // Next returns the next complete access unit, or io.EOF after the last.
 func (r *Reader) Next() ([][]byte, error) {
+	m, err := r.NextMem()
+	if m == nil {
+		return nil, err
+	}
+	return m.NALUs, err
+}
+
+// NextMem is Next with the access unit in memory of the Reader's pool (see
+// UsePool; without one it is allocated). The caller attaches it to a
+// Frame, whose consumer releases it.
+func (r *Reader) NextMem() (*media.FrameMem, error) {
 	for {
 		nalu, err := r.nextNALU()
 		if errors.Is(err, io.EOF) {
@@ -84,18 +102,24 @@ func (r *Reader) add(nalu []byte) error {
 	return nil
 }
 
-// take hands out the pending access unit in memory of its own.
-func (r *Reader) take() [][]byte {
-	own := make([]byte, len(r.data))
-	copy(own, r.data)
-	au := make([][]byte, len(r.ends))
+// take hands out the pending access unit in memory of its own. With a
+// pool the pending buffer itself is handed out, and the pooled one it is
+// swapped for collects the next unit: no copy, no allocation once the pool
+// has buffers as large as the stream's key frames.
+func (r *Reader) take() *media.FrameMem {
+	m := r.pool.Get()
+	if r.pool != nil {
+		m.Data, r.data = r.data, m.Data[:0]
+	} else {
+		m.Data = append([]byte(nil), r.data...)
+	}
 	start := 0
-	for i, end := range r.ends {
-		au[i] = own[start:end:end]
+	for _, end := range r.ends {
+		m.NALUs = append(m.NALUs, m.Data[start:end:end])
 		start = end
 	}
 	r.reset()
-	return au
+	return m
 }
 
 func (r *Reader) reset() {

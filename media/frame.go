@@ -77,4 +77,8 @@ type Frame struct {
 	// Seq numbers frames from 0 within one Run; a gap means frames were
 	// lost before they reached the receiver.
 	Seq uint64
+
+	// mem is the pooled memory behind NALUs, nil when the frame's memory
+	// belongs to the garbage collector (see FramePool).
+	mem *FrameMem
 }

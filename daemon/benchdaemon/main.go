@@ -111,9 +111,9 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.cpuprofile, "cpuprofile", false, "bench: write each daemon's CPU and allocation profiles to -out")
 	fs.Var(&o.variants, "variant", "NAME[:KEY=VALUE,...]: run a daemon with this extra environment; repeat to compare side by side (default: one daemon \"default\")")
 	fs.Float64Var(&o.videoHours, "video-hours", 24, "soak: stop after this much video per stream has been captured")
-	fs.DurationVar(&o.faultEvery, "fault-every", 2*time.Minute, "soak: interval between injected faults")
+	fs.DurationVar(&o.faultEvery, "fault-every", 20*time.Second, "soak: interval between injected faults")
 	fs.DurationVar(&o.credLife, "cred-lifetime", 0, "lifetime of IoT credentials (0: 1 h for bench, 2 min for soak)")
-	fs.DurationVar(&o.sampleDt, "sample", 0, "sampling interval (0: 1 s for bench, 2 s for soak)")
+	fs.DurationVar(&o.sampleDt, "sample", 0, "sampling interval (0: 1 s for bench, 500 ms for soak)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -155,7 +155,7 @@ func run(ctx context.Context, args []string) error {
 		return runBench(ctx, o, clip)
 	case "soak":
 		if o.sampleDt == 0 {
-			o.sampleDt = 2 * time.Second
+			o.sampleDt = 500 * time.Millisecond
 		}
 		if o.credLife == 0 {
 			o.credLife = 2 * time.Minute

@@ -13,7 +13,7 @@ import (
 )
 
 // Growth bounds of the soak: a series fails when, after the warm-up, it
-// rises by more than max(abs, rel × its first-half median) (see growth).
+// lifts its floor by more than max(abs, rel × its first-half floor) (see growth).
 // They are far above the noise of a flat daemon (GC cycles move RSS by a
 // few hundred KiB, a reconnect adds a handful of goroutines for a moment)
 // and far below what a leak of one buffer, goroutine or descriptor per
@@ -198,7 +198,7 @@ func runSoak(ctx context.Context, o options, clip *clipInfo) error {
 	for _, c := range rep.Checks {
 		if !c.OK {
 			rep.OK = false
-			failed = append(failed, fmt.Sprintf("%s grew by %.2f (bound %.2f; first-half median %.2f, second-half median %.2f, second-half trend %.2f)",
+			failed = append(failed, fmt.Sprintf("%s grew by %.2f (bound %.2f; first-half floor %.2f, second-half floor %.2f, floor trend per half %.2f)",
 				c.Series, c.Growth, c.Bound, c.First, c.Second, c.Trend))
 		}
 	}
@@ -225,7 +225,7 @@ func runSoak(ctx context.Context, o options, clip *clipInfo) error {
 	fmt.Printf("soak: %.2f h of video per stream in %.1f min (%.0fx real time), ring wrapped %.1f times, %d faults, %d credential sets issued, %d fragments received\n",
 		rep.VideoHours, rep.WallSeconds/60, rep.Speed, rep.RingWraps, len(rep.Faults), rep.CredsIssued, rep.Received)
 	for _, c := range rep.Checks {
-		fmt.Printf("soak: %-10s first-half median %8.2f  second-half median %8.2f  trend %+7.2f  bound %6.2f  %s\n",
+		fmt.Printf("soak: %-10s first-half floor %8.2f  second-half floor %8.2f  trend %+7.2f  bound %6.2f  %s\n",
 			c.Series, c.First, c.Second, c.Trend, c.Bound, map[bool]string{true: "flat", false: "GROWS"}[c.OK])
 	}
 	fmt.Printf("soak: plot %s, data %s\n", svgPath, jsonPath)

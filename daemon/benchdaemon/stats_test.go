@@ -13,23 +13,39 @@ import (
 func TestGrowth(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const n = 300
-	var ts, flat, leak, spiky []float64
+	var ts, flat, leak, spiky, saw, sawLeak []float64
 	for i := range n {
 		ts = append(ts, float64(i)*2)
 		noise := rng.Float64() - 0.5
 		flat = append(flat, 20+noise)
-		leak = append(leak, 20+noise+float64(i)*0.04) // +12 over the run: +4.8 over the judged second half, above the bound of 4
+		// +12 over the run: +4.8 over half the judged part, above the
+		// bound of 4.
+		slope := float64(i) * 0.04
+		leak = append(leak, 20+noise+slope)
 		s := 20 + noise
 		if i%50 == 0 || i == n-1 {
 			s += 15 // a reconnect's burst, even on the last sample
 		}
 		spiky = append(spiky, s)
+		// The collector's sawtooth seen through 2 s samples: 14-24 with a
+		// drifting phase, and a fault's retry buffers on the last 5
+		// samples. Judged on the raw samples this rose by more than the
+		// bound in a flat run.
+		gc := 14 + 10*rng.Float64()
+		if i >= n-5 {
+			gc += 6
+		}
+		saw = append(saw, gc)
+		sawLeak = append(sawLeak, gc+slope)
 	}
 	for _, c := range []struct {
 		name string
 		y    []float64
 		ok   bool
-	}{{"flat", flat, true}, {"spiky", spiky, true}, {"leak", leak, false}} {
+	}{
+		{"flat", flat, true}, {"spiky", spiky, true}, {"leak", leak, false},
+		{"sawtooth", saw, true}, {"leak under a sawtooth", sawLeak, false},
+	} {
 		g := growth(c.name, ts, c.y, 0.2, 4, 0.15)
 		if g.OK != c.ok {
 			t.Errorf("%s: ok=%v, want %v (%+v)", c.name, g.OK, c.ok, g)

@@ -88,7 +88,7 @@ func BenchmarkAppendAck(b *testing.B) {
 }
 
 // BenchmarkNext measures reading (with checksum verification and decoding)
-// of stored fragments.
+// of stored fragments, recycling each as the sender does.
 func BenchmarkNext(b *testing.B) {
 	dir := benchDir(b)
 	r := mustOpen(b, dir, Options{Capacity: 64 << 20})
@@ -103,9 +103,11 @@ func BenchmarkNext(b *testing.B) {
 	b.ResetTimer()
 	ctx := context.Background()
 	for i := 0; i < b.N; i++ {
-		if _, _, err := r.Next(ctx, ID(i%n+1)); err != nil {
+		_, f, err := r.Next(ctx, ID(i%n+1))
+		if err != nil {
 			b.Fatal(err)
 		}
+		r.Recycle(f) // as the sender does
 	}
 }
 

@@ -166,7 +166,10 @@ type Ring struct {
 	dirLockF   *os.File // the ring directory, locked (see lockRing)
 
 	wmu  sync.Mutex // one Append at a time; also held by Close
-	wbuf []byte     // record buffer, reused by Append
+	wbuf []byte     // record header and fragment prefix, reused by Append
+
+	bufs readBufs // record buffers lent to readers (Next, Range)
+	vbuf []byte   // verifyLocked's scratch, under mu
 
 	ackMu sync.Mutex // serialises ack log writes and checkpoints
 	acks  *ackLog
@@ -484,19 +487,14 @@ func (r *Ring) release(s *segment) {
 // read reads and verifies one record. The caller holds a reference on e.seg.
 func (r *Ring) read(e *entry) (fragmenter.Fragment, error) {
 	var f fragmenter.Fragment
-	buf := make([]byte, e.size())
+	buf := r.bufs.get(int(e.size()))
 	if _, err := e.seg.f.ReadAt(buf, e.off); err != nil {
 		return f, fmt.Errorf("read %s at %d: %w", e.seg.path, e.off, err)
 	}
-	var h recHeader
-	switch {
-	case isZero(buf[:recHeaderSize]):
-		return f, errHole
-	case !h.parse(buf):
-		return f, fmt.Errorf("%w: bad header", errCorrupt)
-	case h.ID != e.id || h.Seq != e.seg.seq || h.Len != e.plen || h.CRC != e.pcrc:
-		return f, fmt.Errorf("%w: header (id %d seq %d len %d) does not match the index", errCorrupt, h.ID, h.Seq, h.Len)
-	case crc(buf[recHeaderSize:]) != h.CRC:
+	if err := e.checkHeader(buf[:recHeaderSize]); err != nil {
+		return f, err
+	}
+	if crc(buf[recHeaderSize:]) != e.pcrc {
 		return f, fmt.Errorf("%w: payload checksum mismatch", errCorrupt)
 	}
 	if err := f.UnmarshalBinary(buf[recHeaderSize:]); err != nil {
@@ -504,6 +502,27 @@ func (r *Ring) read(e *entry) (fragmenter.Fragment, error) {
 	}
 	return f, nil
 }
+
+// checkHeader checks the record header b read at e: a hole, or a header
+// that does not match the index, is damage.
+func (e *entry) checkHeader(b []byte) error {
+	var h recHeader
+	switch {
+	case isZero(b[:recHeaderSize]):
+		return errHole
+	case !h.parse(b):
+		return fmt.Errorf("%w: bad header", errCorrupt)
+	case h.ID != e.id || h.Seq != e.seg.seq || h.Len != e.plen || h.CRC != e.pcrc:
+		return fmt.Errorf("%w: header (id %d seq %d len %d) does not match the index", errCorrupt, h.ID, h.Seq, h.Len)
+	}
+	return nil
+}
+
+// Recycle hands back a fragment returned by Next or Range once the caller
+// no longer reads its Header or Cluster, so that the next read reuses its
+// memory instead of allocating a record-sized buffer. A fragment that is
+// never recycled is simply left to the garbage collector.
+func (r *Ring) Recycle(f fragmenter.Fragment) { r.bufs.put(f.Cluster) }
 
 // dropBad handles a record that could not be read: if it is still in the
 // index it is damaged, so it is removed, counted and logged; if eviction

@@ -27,6 +27,13 @@ type Store interface {
 	Stats() ring.Stats
 }
 
+// recycler is implemented by a store that lends the memory of the
+// fragments it returns (*ring.Ring): the sender hands a fragment back once
+// its cluster is written, so reading the next one allocates nothing.
+type recycler interface {
+	Recycle(fragmenter.Fragment)
+}
+
 // ackedReporter is implemented by a store that can say whether an id is
 // acknowledged. With it the sender also skips fragments acknowledged out of
 // order before a restart; without it only those acknowledged since Run

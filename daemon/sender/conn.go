@@ -127,7 +127,7 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32, m 
 	defer scancel(nil)
 	c := &conn{
 		s: s, parent: ctx, ctx: sctx, cancel: scancel, pw: pw,
-		header:    first.f.Header,
+		header:    bytes.Clone(first.f.Header), // first's memory goes back to the ring once sent
 		opened:    time.Now(),
 		retention: retention,
 		mode:      m,
@@ -231,7 +231,10 @@ func (c *conn) write(cur item) {
 		return
 	}
 	for {
-		if err := c.sendFragment(cur); err != nil {
+		err := c.sendFragment(cur)
+		// From here on only cur's id and times are read.
+		s.recycle(cur.f)
+		if err != nil {
 			c.finish(c.writeErr(err))
 			return
 		}

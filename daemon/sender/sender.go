@@ -594,6 +594,13 @@ type item struct {
 	ready time.Time // when the sender got it from the ring
 }
 
+// recycle hands f's memory back to the store, if it takes it.
+func (s *Sender) recycle(f fragmenter.Fragment) {
+	if r, ok := s.cfg.Ring.(recycler); ok {
+		r.Recycle(f)
+	}
+}
+
 // nextToSend returns the first fragment at or after from that still has
 // to be sent under mode m on a connection of kind k, blocking (live kind)
 // until there is one or ctx ends. When the mode changes meanwhile it

@@ -456,8 +456,12 @@ func (s *Stream) fragLoop(frames <-chan media.Frame, stop <-chan struct{}) error
 	defer close(s.fragDone)
 	defer s.hbFrag.Close()
 	defer s.tail.finish()
+	// push owns fr: the fragmenter copies it into the open cluster, so its
+	// memory goes back to the source's pool at once.
 	push := func(fr media.Frame) {
-		if f, ok := s.frag.Push(fr); ok {
+		f, ok := s.frag.Push(fr)
+		fr.Release()
+		if ok {
 			s.store(&f)
 			s.frag.Recycle(f.Cluster)
 		}

@@ -137,6 +137,9 @@ func (g *wallGate) place(f *fragmenter.Fragment, off int64) error {
 	return f.Rebase(f.Timecode + off)
 }
 
+// Recycle hands a fragment's memory back to the ring (see ring.Recycle).
+func (g *wallGate) Recycle(f fragmenter.Fragment) { g.r.Recycle(f) }
+
 // Next implements sender.Store: like ring.Next, but a fragment of this
 // boot without wall time is returned only once the offset is known (Next
 // waits for it), and orphans are skipped.

@@ -110,6 +110,7 @@ func (m *Mapper) shed() {
 		for {
 			_, size := frameSize(m.q[m.head])
 			m.bytes -= size
+			m.q[m.head].Release()
 			m.q[m.head] = media.Frame{}
 			m.head++
 			n++

@@ -80,6 +80,7 @@ type Source struct {
 	cfg    Config
 	log    *slog.Logger
 	mapper *clock.Mapper
+	pool   *media.FramePool // frames' memory, given back by the consumer
 	errs   drivers.Counters // only its error count is used
 	seq    uint64
 	fc     clock.FrameClock // owned by Run's goroutine
@@ -116,7 +117,7 @@ func newSource(cfg Config) (*Source, error) {
 	if cfg.StopGrace <= 0 {
 		cfg.StopGrace = DefaultStopGrace
 	}
-	s := &Source{cfg: cfg, fc: clock.NewFrameClock(cfg.FPS)}
+	s := &Source{cfg: cfg, fc: clock.NewFrameClock(cfg.FPS), pool: media.NewFramePool(media.DefaultFramePoolSize)}
 	s.log = cfg.Log.With("source", s.Describe())
 	s.mapper = clock.NewMapper(clock.MapperConfig{Clock: cfg.Clock, MaxHoldBytes: cfg.MaxHoldBytes, Log: s.log})
 	return s, nil
@@ -233,11 +234,12 @@ func (s *Source) runChild(ctx context.Context) (frames int, err error) {
 	}()
 
 	r := h264.NewReader(stdout)
+	r.UsePool(s.pool)
 	s.fc.Reset() // a new encoder run starts a new grid
 	s.ptsMissed = 0
 	var readErr error
 	for {
-		au, err := r.Next()
+		m, err := r.NextMem()
 		if err != nil {
 			if errors.Is(err, h264.ErrTooLarge) {
 				s.log.Warn("dropping oversized access unit", "err", err)
@@ -264,7 +266,9 @@ func (s *Source) runChild(ctx context.Context) (frames int, err error) {
 		if !stamped && s.cfg.FPS > 0 {
 			mono = s.fc.Stamp(mono)
 		}
-		s.mapper.Push(media.Frame{NALUs: au, Mono: mono, Key: h264.IsIDR(au), Seq: s.seq})
+		fr := media.Frame{Mono: mono, Key: h264.IsIDR(m.NALUs), Seq: s.seq}
+		fr.Attach(m)
+		s.mapper.Push(fr)
 		s.seq++
 		frames++
 	}

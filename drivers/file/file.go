@@ -54,7 +54,8 @@ type Config struct {
 
 // Source replays a file. It implements drivers.Source.
 type Source struct {
-	cfg Config
+	cfg  Config
+	pool *media.FramePool // frames' memory, given back by the consumer
 	drivers.Counters
 }
 
@@ -79,7 +80,7 @@ func New(cfg Config) (*Source, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Source{cfg: cfg}, nil
+	return &Source{cfg: cfg, pool: media.NewFramePool(media.DefaultFramePoolSize)}, nil
 }
 
 // Describe names the source.
@@ -149,9 +150,10 @@ func (s *Source) replay(ctx context.Context, out chan<- media.Frame, p *pacer, k
 	}
 	defer f.Close()
 	rd := h264.NewReader(f)
+	rd.UsePool(s.pool)
 	n := 0
 	for {
-		au, err := rd.Next()
+		m, err := rd.NextMem()
 		if errors.Is(err, io.EOF) {
 			return n, nil
 		}
@@ -163,7 +165,8 @@ func (s *Source) replay(ctx context.Context, out chan<- media.Frame, p *pacer, k
 		if err != nil {
 			return n, fmt.Errorf("file source %s: %w", s.cfg.Path, err)
 		}
-		fr := media.Frame{NALUs: au, Key: h264.IsIDR(au), Seq: *k}
+		fr := media.Frame{Key: h264.IsIDR(m.NALUs), Seq: *k}
+		fr.Attach(m)
 		if s.cfg.Realtime && !s.wait(ctx, p, *k) {
 			return n, nil
 		}

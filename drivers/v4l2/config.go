@@ -146,8 +146,12 @@ type assembler struct {
 // add takes one buffer's bytes (Annex-B, owned by the assembler from now
 // on) and returns the access unit's NAL units, or nil if the buffer held
 // no picture yet.
-func (a *assembler) add(b []byte) ([][]byte, error) {
-	nalus, err := h264.SplitAnnexB(b, a.pending)
+func (a *assembler) add(b []byte) ([][]byte, error) { return a.addTo(b, nil) }
+
+// addTo is add with the NAL unit slices appended to dst (a pooled frame's),
+// so that a picture needs no slice allocation.
+func (a *assembler) addTo(b []byte, dst [][]byte) ([][]byte, error) {
+	nalus, err := h264.SplitAnnexB(b, append(dst, a.pending...))
 	if err != nil {
 		a.pending = nil
 		return nil, err

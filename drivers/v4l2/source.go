@@ -63,9 +63,11 @@ type Source struct {
 	gapDrops atomic.Uint64
 	keyReq   atomic.Bool
 	seq      uint64
-	// lastData is the last buffer turned into a frame (shared, read-only,
-	// with that frame), kept across reopens to recognise a replay.
+	// lastData is a copy of the last buffer turned into a frame, kept
+	// across reopens to recognise a replay (the frame's own memory goes
+	// back to the pool).
 	lastData []byte
+	pool     *media.FramePool
 	running  sync.Mutex // one Run at a time
 }
 
@@ -73,7 +75,7 @@ func newSource(cfg Config, open opener) (*Source, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, open: open}
+	s := &Source{cfg: cfg, open: open, pool: media.NewFramePool(media.DefaultFramePoolSize)}
 	s.log = cfg.Log.With("source", s.Describe())
 	s.mapper = clock.NewMapper(clock.MapperConfig{Clock: cfg.Clock, MaxHoldBytes: cfg.MaxHoldBytes, Log: s.log})
 	return s, nil
@@ -205,8 +207,9 @@ func (s *Source) handle(asm *assembler, buf buffer, reopened bool, lastSeq *uint
 	}
 	// Copy out of the mmap buffer: it goes back to the driver right away,
 	// and Frame's NAL units must belong to the receiver.
-	data := make([]byte, len(buf.data))
-	copy(data, buf.data)
+	m := s.pool.Get()
+	m.Data = append(m.Data[:0], buf.data...)
+	data := m.Data
 	if reopened && len(s.lastData) > 0 && bytes.HasPrefix(data, s.lastData) {
 		// The buffer delivered last, handed out again after a reopen:
 		// v4l2loopback 0.12 repeats its newest buffer to a new reader,
@@ -216,8 +219,8 @@ func (s *Source) handle(asm *assembler, buf buffer, reopened bool, lastSeq *uint
 		s.log.Debug("dropping a frame already delivered", "seq", buf.seq)
 		return
 	}
-	s.lastData = data
-	nalus, err := asm.add(data)
+	s.lastData = append(s.lastData[:0], data...)
+	nalus, err := asm.addTo(data, m.NALUs[:0])
 	if err != nil {
 		s.log.Warn("buffer is not H.264 Annex-B; dropped", "err", err, "bytes", len(data))
 		s.gapDrops.Add(1)
@@ -239,6 +242,9 @@ func (s *Source) handle(asm *assembler, buf buffer, reopened bool, lastSeq *uint
 	case tsType == bufFlagTimestampUnknown && mono-buf.ts < s.cfg.StallTimeout:
 		mono = buf.ts
 	}
-	s.mapper.Push(media.Frame{NALUs: nalus, Mono: mono, Key: h264.IsIDR(nalus), Seq: s.seq})
+	m.NALUs = nalus
+	fr := media.Frame{Mono: mono, Key: h264.IsIDR(nalus), Seq: s.seq}
+	fr.Attach(m)
+	s.mapper.Push(fr)
 	s.seq++
 }

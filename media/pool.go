@@ -1,0 +1,75 @@
+package media
+
+// FramePool recycles the memory of access units between a source and the
+// stage that copies them out (the fragmenter copies every frame into its
+// cluster buffer at once). Without it a 4 Mbit/s stream hands the garbage
+// collector half a megabyte a second, one allocation per frame, and the
+// collector's work and the heap's headroom grow with the bitrate.
+//
+// Ownership: a source takes a FrameMem with Get, fills it and attaches it
+// to the Frame it sends (Attach). Whoever receives the frame owns it; once
+// it no longer reads NALUs it calls Release, which gives the memory back
+// for a later frame. A frame that is dropped or kept is simply never
+// released: its memory then goes to the garbage collector as before, so a
+// consumer that does not know about pools stays correct. Releasing twice,
+// or reading NALUs after Release, is a bug.
+//
+// The pool holds at most its capacity of idle buffers; when it is empty
+// (a slow consumer with a full queue) Get allocates, so a source never
+// waits for memory. Buffers keep the capacity of the largest access unit
+// they held: the pool settles at a few buffers as large as the stream's
+// key frames.
+type FramePool struct {
+	free chan *FrameMem
+}
+
+// FrameMem is one pooled access unit: its bytes and the NAL unit slices
+// into them.
+type FrameMem struct {
+	Data  []byte
+	NALUs [][]byte
+	pool  *FramePool
+}
+
+// DefaultFramePoolSize is enough idle buffers for a consumer that keeps up:
+// a frame in the source, a few in the queue, one being copied.
+const DefaultFramePoolSize = 8
+
+// NewFramePool returns a pool that keeps up to n idle buffers.
+func NewFramePool(n int) *FramePool {
+	return &FramePool{free: make(chan *FrameMem, max(n, 1))}
+}
+
+// Get returns a buffer with Data and NALUs empty; a nil pool allocates.
+func (p *FramePool) Get() *FrameMem {
+	if p != nil {
+		select {
+		case m := <-p.free:
+			return m
+		default:
+		}
+	}
+	return &FrameMem{pool: p}
+}
+
+// Attach makes m the memory of f; m's NALUs become f's.
+func (f *Frame) Attach(m *FrameMem) {
+	f.NALUs = m.NALUs
+	f.mem = m
+}
+
+// Release gives the frame's pooled memory back and clears NALUs. It does
+// nothing for a frame whose memory is not pooled.
+func (f *Frame) Release() {
+	m := f.mem
+	f.mem, f.NALUs = nil, nil
+	if m == nil || m.pool == nil {
+		return
+	}
+	clear(m.NALUs) // no stale slices into the next frame's bytes
+	m.Data, m.NALUs = m.Data[:0], m.NALUs[:0]
+	select {
+	case m.pool.free <- m:
+	default: // enough idle buffers; this one goes to the collector
+	}
+}
