@@ -49,7 +49,7 @@ const (
 )
 
 func main() {
-	tuneGC()
+	tuneRuntime()
 	stopProfiles := startProfiles(os.Stderr)
 	ctx, stop := signalContext()
 	code := dispatch(ctx, os.Args[1:], os.Stdout, os.Stderr)

@@ -26,6 +26,10 @@ const (
 	// initialClusterCap is the first cluster buffer's size; later buffers
 	// are sized from the fragments seen so far.
 	initialClusterCap = 256 << 10
+	// smallClusterCap is the size of the buffer a fragment starts in
+	// until the previous fragment's buffer comes back (see Recycle): room
+	// for a 1080p key frame.
+	smallClusterCap = initialClusterCap
 )
 
 // KeyFrameRequester is the part of a source the fragmenter talks back to.
@@ -85,6 +89,11 @@ type Fragmenter struct {
 
 	// spare is a cluster buffer handed back with Recycle.
 	spare []byte
+	// small is the buffer a fragment starts in when finish has no spare:
+	// it holds the key frame that opened it until Recycle returns the
+	// previous fragment's buffer, into which the open fragment then moves.
+	// So one fragment-sized buffer serves, not two.
+	small []byte
 
 	prevEnd int64 // last timecode of any emitted fragment, ms
 	stats   Stats
@@ -264,7 +273,22 @@ func (f *Fragmenter) reached(elapsed int64) bool {
 // with, so that the next fragment reuses it instead of allocating. The
 // caller must not touch the buffer afterwards.
 func (f *Fragmenter) Recycle(cluster []byte) {
-	if cap(cluster) >= initialClusterCap && (f.spare == nil || cap(cluster) > cap(f.spare)) {
+	if cap(cluster) < initialClusterCap {
+		return
+	}
+	if f.open && cap(f.cluster) < cap(cluster) {
+		// The open fragment began in the small buffer (or outgrew
+		// nothing yet): move it into the larger one. A copy of the
+		// frames since the cut (usually one key frame) saves holding a
+		// second fragment-sized buffer.
+		old := f.cluster
+		f.cluster = append(cluster[:0], old...)
+		if cap(old) <= smallClusterCap {
+			f.small = old[:0]
+		}
+		return
+	}
+	if f.spare == nil || cap(cluster) > cap(f.spare) {
 		f.spare = cluster
 	}
 }
@@ -406,7 +430,7 @@ func (f *Fragmenter) add(fr media.Frame, t int64) {
 // frame (at next ms, or 0 if unknown) begins, unless that frame came late;
 // then one frame interval after the last frame. The cluster buffer goes
 // with the fragment; the next fragment is written into a recycled buffer
-// or, failing that, a new one sized from this one.
+// or, failing that, a small one that Recycle replaces.
 func (f *Fragmenter) finish(next int64) (Fragment, bool) {
 	end := f.last + max(f.lastDelta, 1)
 	if next > f.last && next-f.last <= 2*max(f.lastDelta, 1) {
@@ -422,10 +446,13 @@ func (f *Fragmenter) finish(next int64) (Fragment, bool) {
 		Mono:        f.openMono,
 		WallUnknown: f.openUnknown,
 	}
-	if f.spare != nil {
+	switch {
+	case f.spare != nil:
 		f.cluster, f.spare = f.spare[:0], nil
-	} else {
-		f.cluster = make([]byte, 0, max(initialClusterCap, len(out.Cluster)+len(out.Cluster)/4))
+	case f.small != nil:
+		f.cluster, f.small = f.small[:0], nil
+	default:
+		f.cluster = make([]byte, 0, smallClusterCap)
 	}
 	f.open = false
 	if f.openUnknown {

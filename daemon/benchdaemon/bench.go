@@ -136,7 +136,11 @@ func runBench(ctx context.Context, o options, clip *clipInfo) error {
 			spec.CPUProf = filepath.Join(o.out, v.Name+".cpu.pprof")
 			spec.MemProf = filepath.Join(o.out, v.Name+".allocs.pprof")
 		}
-		d, err := r.startDaemon(ctx, o.bin, clip.Path, o.out, spec)
+		bin := o.bin
+		if v.Bin != "" {
+			bin = v.Bin
+		}
+		d, err := r.startDaemon(ctx, bin, clip.Path, o.out, spec)
 		if err != nil {
 			return err
 		}
@@ -166,6 +170,11 @@ func runBench(ctx context.Context, o options, clip *clipInfo) error {
 		samples[i] = append(samples[i], s)
 		res[i] = summarize(o, clip, d, samples[i], r)
 		res[i].BinarySize = fi.Size()
+		if b := o.variants[i].Bin; b != "" {
+			if bfi, err := os.Stat(b); err == nil {
+				res[i].BinarySize = bfi.Size()
+			}
+		}
 		if d.loop != nil {
 			sec, err := d.loop.Sectors()
 			if err != nil {

@@ -45,12 +45,15 @@ func main() {
 	}
 }
 
-// variantFlag collects -variant NAME[:K=V,K=V].
+// variantFlag collects -variant NAME[:K=V,K=V]. The key @bin names
+// another kvscamd binary for that variant (e.g. one built from an earlier
+// commit), so that two builds run side by side under the same load.
 type variantFlag []variantSpec
 
 type variantSpec struct {
 	Name string
 	Env  []string
+	Bin  string // "" for -kvscamd
 }
 
 func (v *variantFlag) String() string { return fmt.Sprint(*v) }
@@ -65,6 +68,10 @@ func (v *variantFlag) Set(s string) error {
 		for _, kv := range strings.Split(env, ",") {
 			if !strings.Contains(kv, "=") {
 				return fmt.Errorf("variant %q: %q is not KEY=VALUE", s, kv)
+			}
+			if bin, ok := strings.CutPrefix(kv, "@bin="); ok {
+				vs.Bin = bin
+				continue
 			}
 			vs.Env = append(vs.Env, kv)
 		}
@@ -109,7 +116,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.warmup, "warmup", 15*time.Second, "bench: time after READY left out of rates and steady values")
 	fs.DurationVar(&o.captureOff, "capture-off", 0, "bench: after the run, turn capture off, wait for the uploads, then count bytes written for this long (0: skip)")
 	fs.BoolVar(&o.cpuprofile, "cpuprofile", false, "bench: write each daemon's CPU and allocation profiles to -out")
-	fs.Var(&o.variants, "variant", "NAME[:KEY=VALUE,...]: run a daemon with this extra environment; repeat to compare side by side (default: one daemon \"default\")")
+	fs.Var(&o.variants, "variant", "NAME[:KEY=VALUE,...]: run a daemon with this extra environment (@bin=PATH: another binary); repeat to compare side by side (default: one daemon \"default\")")
 	fs.Float64Var(&o.videoHours, "video-hours", 24, "soak: stop after this much video per stream has been captured")
 	fs.DurationVar(&o.faultEvery, "fault-every", 20*time.Second, "soak: interval between injected faults")
 	fs.DurationVar(&o.credLife, "cred-lifetime", 0, "lifetime of IoT credentials (0: 1 h for bench, 2 min for soak)")
