@@ -114,3 +114,22 @@ func TestFakeSynced(t *testing.T) {
 		t.Fatalf("after SetSynced(false), Set: synced %v, now %v", f.Synced(), f.Now())
 	}
 }
+
+// Monotonic follows CLOCK_MONOTONIC as the kernel reads it: V4L2 buffer
+// times are compared with it to the millisecond.
+func TestMonotonicMatchesKernel(t *testing.T) {
+	for range 100 {
+		a, _ := readMonotonic()
+		m := Monotonic()
+		b, _ := readMonotonic()
+		if m < a-time.Millisecond || m > b+time.Millisecond {
+			t.Fatalf("Monotonic %v outside the kernel's [%v, %v]", m, a, b)
+		}
+	}
+}
+
+func BenchmarkMonotonic(b *testing.B) {
+	for b.Loop() {
+		Monotonic()
+	}
+}
