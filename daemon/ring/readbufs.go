@@ -2,9 +2,11 @@ package ring
 
 import "sync"
 
-// readBufsKept bounds both the buffers lent out and those kept idle: the
-// sender holds the fragment it is writing while it reads the next, so two
-// cover the steady state. More would only keep megabytes idle.
+// readBufsKept bounds both the buffers lent out and those kept idle. The
+// sender hands each fragment back before it reads the next, so one buffer
+// serves it; the second covers a connection's first fragment read while a
+// reader such as an upload request holds another. More would only keep
+// megabytes idle.
 const readBufsKept = 2
 
 // readBufs lends record buffers to readers. A buffer comes back through
