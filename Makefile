@@ -14,7 +14,7 @@ FUZZTIME   ?= 10s
 # (module v0.7.0) needs Go >= 1.25, like this module, and handles Go 1.26.
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
-.PHONY: all build kvslocal demo test test-go test-systemd test-faults test-soak-short bench bench-daemon soak lint fuzz torture cross clean \
+.PHONY: all build kvslocal demo test test-go test-systemd test-faults test-soak-short bench bench-daemon bench-vm-rss soak lint fuzz torture cross clean \
 	deb deb-amd64 deb-arm64 deb-armhf \
 	cross-arm64 cross-armv7 cross-armv6 test-arm test-arm64 test-armv7 test-armv6 yocto-mods lint-yocto test-powercut
 
@@ -133,6 +133,11 @@ BENCH_STREAMS ?= 1
 BENCH_ARGS    ?=
 bench-daemon: build
 	$(GO) run ./daemon/benchdaemon -kvscamd $(BIN) -minutes $(BENCH_MINUTES) -streams $(BENCH_STREAMS) -out build/bench $(BENCH_ARGS)
+
+# The daemon's RSS under Debian's own kernel in a VM, with the binary on
+# ext4 (scripts/vm-rss.sh); needs the clip bench-daemon encodes.
+bench-vm-rss:
+	scripts/vm-rss.sh
 
 # A week of video per stream pushed through the whole pipeline as fast as
 # it goes (about 750x real time on 2 cores: some 15 minutes), a fault
