@@ -277,10 +277,10 @@ func (f *Fragmenter) Recycle(cluster []byte) {
 		return
 	}
 	if f.open && cap(f.cluster) < cap(cluster) {
-		// The open fragment began in the small buffer (or outgrew
-		// nothing yet): move it into the larger one. A copy of the
-		// frames since the cut (usually one key frame) saves holding a
-		// second fragment-sized buffer.
+		// The open fragment began in the small buffer: move it into
+		// the larger one returned. Copying the frames since the cut
+		// (usually one key frame) saves holding a second
+		// fragment-sized buffer.
 		old := f.cluster
 		f.cluster = append(cluster[:0], old...)
 		if cap(old) <= smallClusterCap {
