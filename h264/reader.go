@@ -16,9 +16,9 @@ const readChunk = 64 << 10
 // unit whatever the input holds.
 //
 // Each access unit Next returns is freshly allocated and owned by the
-// caller; NextMem hands them out in a pool's memory instead. After an error wrapping ErrTooLarge the offending data has been
-// skipped and Next may be called again; other errors come from the
-// underlying reader.
+// caller; NextMem hands them out in a pool's memory instead. After an
+// error wrapping ErrTooLarge the offending data has been skipped and Next
+// may be called again; other errors come from the underlying reader.
 type Reader struct {
 	r   io.Reader
 	buf []byte

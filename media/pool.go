@@ -63,6 +63,12 @@ func (f *Frame) Attach(m *FrameMem) {
 func (f *Frame) Release() {
 	m := f.mem
 	f.mem, f.NALUs = nil, nil
+	m.Free()
+}
+
+// Free gives m back to its pool, for a source that drops an access unit
+// before it is attached to a frame. A nil or unpooled m is left alone.
+func (m *FrameMem) Free() {
 	if m == nil || m.pool == nil {
 		return
 	}

@@ -36,6 +36,8 @@ func TestFramePool(t *testing.T) {
 	if n := len(p.free); n != 2 {
 		t.Errorf("pool holds %d idle buffers, want its capacity 2", n)
 	}
+	var none *FrameMem
+	none.Free() // a source may free what it never got
 	var nilPool *FramePool
 	if m := nilPool.Get(); m == nil {
 		t.Error("a nil pool's Get returned nil")

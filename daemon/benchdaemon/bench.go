@@ -114,9 +114,13 @@ func runBench(ctx context.Context, o options, clip *clipInfo) error {
 		return err
 	}
 	defer r.Close()
-	fi, err := os.Stat(o.bin)
-	if err != nil {
-		return err
+	binSizes := make([]int64, len(o.variants))
+	for i, v := range o.variants {
+		fi, err := os.Stat(v.binary(o.bin))
+		if err != nil {
+			return err
+		}
+		binSizes[i] = fi.Size()
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
 	rep := benchReport{Mode: "bench", Started: time.Now().UTC(), Minutes: o.minutes, Streams: o.streams, RingMiB: o.ringMiB,
@@ -136,11 +140,7 @@ func runBench(ctx context.Context, o options, clip *clipInfo) error {
 			spec.CPUProf = filepath.Join(o.out, v.Name+".cpu.pprof")
 			spec.MemProf = filepath.Join(o.out, v.Name+".allocs.pprof")
 		}
-		bin := o.bin
-		if v.Bin != "" {
-			bin = v.Bin
-		}
-		d, err := r.startDaemon(ctx, bin, clip.Path, o.out, spec)
+		d, err := r.startDaemon(ctx, v.binary(o.bin), clip.Path, o.out, spec)
 		if err != nil {
 			return err
 		}
@@ -169,12 +169,7 @@ func runBench(ctx context.Context, o options, clip *clipInfo) error {
 		}
 		samples[i] = append(samples[i], s)
 		res[i] = summarize(o, clip, d, samples[i], r)
-		res[i].BinarySize = fi.Size()
-		if b := o.variants[i].Bin; b != "" {
-			if bfi, err := os.Stat(b); err == nil {
-				res[i].BinarySize = bfi.Size()
-			}
-		}
+		res[i].BinarySize = binSizes[i]
 		if d.loop != nil {
 			sec, err := d.loop.Sectors()
 			if err != nil {

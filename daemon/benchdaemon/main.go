@@ -56,6 +56,14 @@ type variantSpec struct {
 	Bin  string // "" for -kvscamd
 }
 
+// binary is the kvscamd binary the variant runs: its @bin, or def.
+func (v variantSpec) binary(def string) string {
+	if v.Bin != "" {
+		return v.Bin
+	}
+	return def
+}
+
 func (v *variantFlag) String() string { return fmt.Sprint(*v) }
 
 func (v *variantFlag) Set(s string) error {

@@ -118,7 +118,7 @@ func runSoak(ctx context.Context, o options, clip *clipInfo) error {
 	}
 	defer r.Close()
 	v := o.variants[0]
-	d, err := r.startDaemon(ctx, o.bin, clip.Path, o.out, daemonSpec{Name: v.Name, Env: v.Env, Streams: o.streams, RingSize: o.ringMiB << 20, LoopDev: o.loopdev, NoAtime: o.noatime})
+	d, err := r.startDaemon(ctx, v.binary(o.bin), clip.Path, o.out, daemonSpec{Name: v.Name, Env: v.Env, Streams: o.streams, RingSize: o.ringMiB << 20, LoopDev: o.loopdev, NoAtime: o.noatime})
 	if err != nil {
 		return err
 	}

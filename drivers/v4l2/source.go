@@ -217,12 +217,14 @@ func (s *Source) handle(asm *assembler, buf buffer, reopened bool, lastSeq *uint
 		// emits a picture that begins with the whole previous one
 		// (frame_num differs).
 		s.log.Debug("dropping a frame already delivered", "seq", buf.seq)
+		m.Free()
 		return
 	}
 	s.lastData = append(s.lastData[:0], data...)
 	nalus, err := asm.addTo(data, m.NALUs[:0])
 	if err != nil {
 		s.log.Warn("buffer is not H.264 Annex-B; dropped", "err", err, "bytes", len(data))
+		m.Free() // the assembler keeps nothing of a buffer it refused
 		s.gapDrops.Add(1)
 		s.seq++
 		return
