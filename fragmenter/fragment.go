@@ -136,7 +136,21 @@ func (f *Fragment) MarshalBinary() ([]byte, error) {
 }
 
 // UnmarshalBinary decodes a fragment. Header and Cluster alias b.
-func (f *Fragment) UnmarshalBinary(b []byte) error {
+func (f *Fragment) UnmarshalBinary(b []byte) error { return f.decode(b, len(b)) }
+
+// UnmarshalHead decodes the first bytes b of an encoding that is total
+// bytes long, for a reader that streams the rest of the cluster instead of
+// holding it: Header is complete and Cluster holds as much of the cluster
+// as b does, both aliasing b. b must reach past the header.
+func (f *Fragment) UnmarshalHead(b []byte, total int) error {
+	if total < len(b) {
+		return fmt.Errorf("%w: %d bytes read of an encoding of %d", ErrBadFragment, len(b), total)
+	}
+	return f.decode(b, total)
+}
+
+// decode parses b, the first bytes of an encoding of total bytes.
+func (f *Fragment) decode(b []byte, total int) error {
 	if len(b) < fragmentFixed || string(b[:4]) != fragmentMagic {
 		return fmt.Errorf("%w: missing %q prefix", ErrBadFragment, fragmentMagic)
 	}
@@ -166,8 +180,11 @@ func (f *Fragment) UnmarshalBinary(b []byte) error {
 	if hl > MaxHeaderSize || cl > MaxClusterSize {
 		return fmt.Errorf("%w: header %d / cluster %d bytes out of range", ErrBadFragment, hl, cl)
 	}
-	if uint64(len(b)-fixed) != uint64(hl)+uint64(cl) {
-		return fmt.Errorf("%w: %d payload bytes, header and cluster say %d", ErrBadFragment, len(b)-fixed, uint64(hl)+uint64(cl))
+	if uint64(total-fixed) != uint64(hl)+uint64(cl) {
+		return fmt.Errorf("%w: %d payload bytes, header and cluster say %d", ErrBadFragment, total-fixed, uint64(hl)+uint64(cl))
+	}
+	if len(b) < fixed+int(hl) {
+		return fmt.Errorf("%w: %d bytes read end inside the %d-byte header", ErrBadFragment, len(b), hl)
 	}
 	if dur < 0 || frames > MaxClusterSize {
 		return fmt.Errorf("%w: duration %v, %d frames", ErrBadFragment, dur, frames)

@@ -168,8 +168,9 @@ type Ring struct {
 	wmu  sync.Mutex // one Append at a time; also held by Close
 	wbuf []byte     // record header and fragment prefix, reused by Append
 
-	bufs readBufs // record buffers lent to readers (Next, Range)
-	vbuf []byte   // verifyLocked's scratch, under mu
+	bufs  readBufs // record buffers lent to readers (Next, Range)
+	heads readBufs // head buffers lent to streaming readers (NextStream)
+	vbuf  []byte   // verifyLocked's scratch, under mu
 
 	ackMu sync.Mutex // serialises ack log writes and checkpoints
 	acks  *ackLog
@@ -387,23 +388,36 @@ func (r *Ring) find(id ID) int {
 // counted); evicted ids are skipped. The fragment's bytes are a fresh read
 // owned by the caller.
 func (r *Ring) Next(ctx context.Context, from ID) (ID, fragmenter.Fragment, error) {
+	id, f, _, err := r.next(ctx, from, false)
+	return id, f, err
+}
+
+// next is Next, or NextStream when stream is set.
+func (r *Ring) next(ctx context.Context, from ID, stream bool) (ID, fragmenter.Fragment, *Body, error) {
 	for {
 		if err := ctx.Err(); err != nil {
-			return 0, fragmenter.Fragment{}, err
+			return 0, fragmenter.Fragment{}, nil, err
 		}
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
-			return 0, fragmenter.Fragment{}, ErrClosed
+			return 0, fragmenter.Fragment{}, nil, ErrClosed
 		}
 		if i := r.search(from); i < len(r.entries) {
 			e := r.entries[i]
 			e.seg.refs++
 			r.mu.Unlock()
-			f, err := r.read(&e)
+			var f fragmenter.Fragment
+			var body *Body
+			var err error
+			if stream {
+				f, body, err = r.readHead(&e)
+			} else {
+				f, err = r.read(&e)
+			}
 			r.release(e.seg)
 			if err == nil {
-				return e.id, f, nil
+				return e.id, f, body, nil
 			}
 			r.dropBad(&e, err)
 			from = e.id + 1
@@ -413,7 +427,7 @@ func (r *Ring) Next(ctx context.Context, from ID) (ID, fragmenter.Fragment, erro
 		r.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return 0, fragmenter.Fragment{}, ctx.Err()
+			return 0, fragmenter.Fragment{}, nil, ctx.Err()
 		case <-wake:
 		}
 	}

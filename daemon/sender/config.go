@@ -34,6 +34,14 @@ type recycler interface {
 	Recycle(fragmenter.Fragment)
 }
 
+// streamer is implemented by a store that hands out a fragment's cluster
+// in pieces (see ring.NextStream): the fragment holds the cluster's start
+// and the body the rest, read as it is written to the connection, so the
+// sender holds a small head per fragment rather than the whole fragment.
+type streamer interface {
+	NextStream(ctx context.Context, from ring.ID) (ring.ID, fragmenter.Fragment, *ring.Body, error)
+}
+
 // ackedReporter is implemented by a store that can say whether an id is
 // acknowledged. With it the sender also skips fragments acknowledged out of
 // order before a restart; without it only those acknowledged since Run

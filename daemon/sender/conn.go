@@ -54,6 +54,7 @@ type conn struct {
 	rtDone    chan struct{} // closed when the round trip has ended
 	recv      chan struct{} // a fragment was received (RECEIVED, or stored); never blocks
 	header    []byte
+	chunk     []byte // writer only: a streamed cluster's bytes on their way
 	opened    time.Time
 	credsExp  time.Time // zero when the credentials do not expire
 	stopBy    time.Time // writer only: no new fragments after this once stopping
@@ -233,7 +234,14 @@ func (c *conn) write(cur item) {
 	for {
 		err := c.sendFragment(cur)
 		// From here on only cur's id and times are read.
-		s.recycle(cur.f)
+		s.recycle(cur)
+		var rerr *ringReadError
+		if errors.As(err, &rerr) {
+			// Part of the cluster is out; the request must end without
+			// its tail so that the service discards what it got.
+			c.finish(fail(ClassRetry, "sender %s: %w", s.cfg.Stream, rerr.err))
+			return
+		}
 		if err != nil {
 			c.finish(c.writeErr(err))
 			return
@@ -469,6 +477,25 @@ func (c *conn) sendFragment(it item) error {
 		}
 		b = b[n:]
 	}
+	if body := it.body; body != nil && body.Len() > 0 {
+		if c.chunk == nil {
+			c.chunk = make([]byte, chunkSize)
+		}
+		for body.Len() > 0 {
+			n := min(body.Len(), chunkSize)
+			if err := s.bytes.wait(c.ctx, float64(n)); err != nil {
+				return err
+			}
+			if _, err := io.ReadFull(body, c.chunk[:n]); err != nil {
+				return &ringReadError{fmt.Errorf("read fragment %d from the ring: %w", it.id, err)}
+			}
+			// The pipe returns once the request has taken the bytes, so
+			// the chunk is free again for the next read.
+			if err := c.writeBytes(c.chunk[:n]); err != nil {
+				return err
+			}
+		}
+	}
 	c.mu.Lock()
 	fl.done = time.Now()
 	c.sinceAckFrags++
@@ -477,6 +504,13 @@ func (c *conn) sendFragment(it item) error {
 	s.sent.Add(1)
 	return nil
 }
+
+// ringReadError is a fragment that could not be read to its end while it
+// was being sent (ring.ErrEvicted, a failing disk).
+type ringReadError struct{ err error }
+
+func (e *ringReadError) Error() string { return e.err.Error() }
+func (e *ringReadError) Unwrap() error { return e.err }
 
 func (c *conn) writeBytes(b []byte) error {
 	c.mu.Lock()

@@ -137,8 +137,9 @@ type harness struct {
 	// still proves every cluster arrived byte for byte. Used where many
 	// cases differ only in an injected error code; the tools run in the
 	// other tests.
-	quickCheck bool
-	kvsOptions kvslocal.Options
+	quickCheck   bool
+	kvsOptions   kvslocal.Options
+	ringCapacity int64
 }
 
 type harnessOpt func(*harness)
@@ -149,6 +150,9 @@ func withRetention(d time.Duration) harnessOpt {
 }
 func quickCheck() harnessOpt    { return func(h *harness) { h.quickCheck = true } }
 func withoutStream() harnessOpt { return func(h *harness) { h.noStream = true } }
+func withRingCapacity(n int64) harnessOpt {
+	return func(h *harness) { h.ringCapacity = n }
+}
 func withKVS(f func(*kvslocal.Options)) harnessOpt {
 	return func(h *harness) { f(&h.kvsOptions) }
 }
@@ -189,7 +193,10 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 			t.Fatal(err)
 		}
 	}
-	r, err := ring.Open(t.TempDir(), ring.Options{Capacity: 64 << 20})
+	if h.ringCapacity == 0 {
+		h.ringCapacity = 64 << 20
+	}
+	r, err := ring.Open(t.TempDir(), ring.Options{Capacity: h.ringCapacity})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -124,8 +124,10 @@ func TestSetRateLimitRaiseWakesWrite(t *testing.T) {
 	frags := camFragments(t, 1, testStart())
 	h.append(frags...)
 	h.start()
-	// The burst (one chunk) goes out at once; the second chunk waits.
-	h.waitFor("the first chunk written", func() bool { return h.s.Stats().Bytes >= chunkSize })
+	// The burst (one chunk: the stream header and the fragment's head,
+	// which ends a little short of a chunk) goes out at once; the second
+	// chunk waits.
+	h.waitFor("the first chunk written", func() bool { return h.s.Stats().Bytes >= chunkSize/2 })
 	began := time.Now()
 	if err := h.s.SetRateLimit(0); err != nil {
 		t.Fatal(err)
@@ -237,5 +239,38 @@ func TestRecordModeEarlierRequest(t *testing.T) {
 	}
 	if got := h.kvs.Fragments(testStream); len(got) != 2 || got[0].Timecode != frags[6].Timecode || got[1].Timecode != frags[2].Timecode {
 		t.Errorf("endpoint stored %v; want fragments 6 and 2", got)
+	}
+}
+
+// A fragment evicted while it is being sent: the sender reads its cluster
+// from the ring as it writes it, so the rest is gone. The connection ends
+// without the tail, the endpoint stores nothing of that fragment, and the
+// fragments behind it go out.
+func TestEvictedWhileSending(t *testing.T) {
+	t.Parallel()
+	const slow = 1000 // B/s: the chunk after the first waits over a minute
+	h := newHarness(t, withRingCapacity(4<<20), withConfig(func(c *Config) { c.RateLimit = slow }))
+	frags := camFragments(t, 16, testStart())
+	h.append(frags[0])
+	h.start()
+	h.waitFor("the first chunk written", func() bool { return h.s.Stats().Bytes >= chunkSize/2 })
+	n := 1
+	for h.ring.Stats().Lost == 0 {
+		if n == len(frags) {
+			t.Fatalf("%d fragments appended to a 4 MiB ring and the first still stored", n)
+		}
+		h.append(frags[n])
+		n++
+	}
+	if err := h.s.SetRateLimit(0); err != nil {
+		t.Fatal(err)
+	}
+	h.waitAllAcked()
+	if st := h.ring.Stats(); st.Lost != 1 {
+		t.Fatalf("ring lost %d fragments, want only the one being sent", st.Lost)
+	}
+	h.check(map[int64]bool{frags[0].Timecode: true})
+	if st := h.s.Stats(); st.Connections < 2 {
+		t.Errorf("stats %+v: the connection sending the evicted fragment must end", st)
 	}
 }

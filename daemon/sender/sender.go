@@ -591,14 +591,30 @@ func (s *Sender) UploadRange(from, to time.Time) (fragments int, bytes int64, er
 type item struct {
 	id    ring.ID
 	f     fragmenter.Fragment
-	ready time.Time // when the sender got it from the ring
+	body  *ring.Body // the rest of f.Cluster, from a streaming store; or nil
+	ready time.Time  // when the sender got it from the ring
 }
 
-// recycle hands f's memory back to the store, if it takes it.
-func (s *Sender) recycle(f fragmenter.Fragment) {
-	if r, ok := s.cfg.Ring.(recycler); ok {
-		r.Recycle(f)
+// recycle hands the item's memory back to the store, if it takes it.
+func (s *Sender) recycle(it item) {
+	if it.body != nil {
+		it.body.Close()
+		return
 	}
+	if r, ok := s.cfg.Ring.(recycler); ok {
+		r.Recycle(it.f)
+	}
+}
+
+// next reads the fragment at or after from, through NextStream when the
+// store streams.
+func (s *Sender) next(ctx context.Context, from ring.ID) (item, error) {
+	if st, ok := s.cfg.Ring.(streamer); ok {
+		id, f, body, err := st.NextStream(ctx, from)
+		return item{id: id, f: f, body: body}, err
+	}
+	id, f, err := s.cfg.Ring.Next(ctx, from)
+	return item{id: id, f: f}, err
 }
 
 // nextToSend returns the first fragment at or after from that still has
@@ -655,39 +671,47 @@ func (s *Sender) nextToSend(ctx context.Context, from ring.ID, m *modeState, k c
 				from = max(from, end)
 			}
 		}
-		id, f, err := s.cfg.Ring.Next(ctx, from)
+		it, err := s.next(ctx, from)
 		if err != nil {
 			return waitErr(err)
 		}
+		id := it.id
 		if m.changed.Err() != nil {
 			// SetMode returned while Next was reading: what the ring
 			// gave is for the old mode and must not go out under it.
+			s.recycle(it)
 			return item{}, errModeChanged
 		}
 		if s.isAcked(id) {
 			from = id + 1
+			s.recycle(it)
 			continue
 		}
 		if m.record() && id != from {
 			// The wanted fragment was evicted before it could be sent.
 			s.log.Warn("requested fragment no longer in the ring", "id", from)
 			s.markAcked(from)
+			s.recycle(it)
 			continue
 		}
 		if !m.record() {
 			if k != kindLive && id != from {
 				from = id // evicted meanwhile: look again
+				s.recycle(it)
 				continue
 			}
 			if aside := s.isAside(id); aside != (k == kindRetry) {
 				from = id + 1
+				s.recycle(it)
 				continue
 			}
 			if k == kindBacklog && id >= s.liveCursor() {
+				s.recycle(it)
 				return item{}, errSliceDone
 			}
 		}
-		return item{id: id, f: f, ready: time.Now()}, nil
+		it.ready = time.Now()
+		return it, nil
 	}
 }
 

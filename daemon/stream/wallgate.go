@@ -144,29 +144,56 @@ func (g *wallGate) Recycle(f fragmenter.Fragment) { g.r.Recycle(f) }
 // boot without wall time is returned only once the offset is known (Next
 // waits for it), and orphans are skipped.
 func (g *wallGate) Next(ctx context.Context, from ring.ID) (ring.ID, fragmenter.Fragment, error) {
+	id, f, _, err := g.next(ctx, from, false)
+	return id, f, err
+}
+
+// NextStream is Next through ring.NextStream: what Rebase rewrites lies
+// in the head the fragment holds.
+func (g *wallGate) NextStream(ctx context.Context, from ring.ID) (ring.ID, fragmenter.Fragment, *ring.Body, error) {
+	return g.next(ctx, from, true)
+}
+
+func (g *wallGate) next(ctx context.Context, from ring.ID, stream bool) (ring.ID, fragmenter.Fragment, *ring.Body, error) {
 	for {
-		id, f, err := g.r.Next(ctx, from)
+		var id ring.ID
+		var f fragmenter.Fragment
+		var body *ring.Body
+		var err error
+		if stream {
+			id, f, body, err = g.r.NextStream(ctx, from)
+		} else {
+			id, f, err = g.r.Next(ctx, from)
+		}
 		if err != nil || !f.WallUnknown {
-			return id, f, err
+			return id, f, body, err
+		}
+		skip := func() {
+			g.orphan(id, &f)
+			if body != nil {
+				body.Close()
+			}
+			from = id + 1
 		}
 		if f.Boot != g.boot {
-			g.orphan(id, &f)
-			from = id + 1
+			skip()
 			continue
 		}
 		select {
 		case <-g.known:
 		case <-ctx.Done():
-			return 0, fragmenter.Fragment{}, ctx.Err()
+			if body != nil {
+				body.Close()
+			}
+			return 0, fragmenter.Fragment{}, nil, ctx.Err()
 		}
 		off, _ := g.offset()
 		if err := g.place(&f, off); err != nil {
 			g.log.Error("cannot place a fragment on the wall clock; it stays in the ring", "id", id, "err", err)
-			g.orphan(id, &f)
-			from = id + 1
+			skip()
 			continue
 		}
-		return id, f, nil
+		return id, f, body, nil
 	}
 }
 
