@@ -46,6 +46,10 @@ type Config struct {
 	// (offline muxing); zero means the replay is timed like a capture,
 	// from the monotonic clock, under clock_sync (see the package doc).
 	Start time.Time
+	// WakeInterval is how often a realtime replay wakes to hand over the
+	// frames due since it last woke: zero means drivers.WakeInterval,
+	// negative once per frame.
+	WakeInterval time.Duration
 	// Clock paces a realtime replay and decides, through its Synced,
 	// when frames get wall time; nil means the system clock.
 	Clock  clock.Clock
@@ -54,8 +58,9 @@ type Config struct {
 
 // Source replays a file. It implements drivers.Source.
 type Source struct {
-	cfg  Config
-	pool *media.FramePool // frames' memory, given back by the consumer
+	cfg   Config
+	batch uint64           // frames handed over per wake in a realtime replay
+	pool  *media.FramePool // frames' memory, given back by the consumer
 	drivers.Counters
 }
 
@@ -80,7 +85,7 @@ func New(cfg Config) (*Source, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Source{cfg: cfg, pool: media.NewFramePool(media.DefaultFramePoolSize)}, nil
+	return &Source{cfg: cfg, batch: uint64(drivers.BatchFrames(cfg.WakeInterval, cfg.FPS)), pool: media.NewFramePool(media.DefaultFramePoolSize)}, nil
 }
 
 // Describe names the source.
@@ -131,13 +136,16 @@ func (s *Source) at(k uint64) time.Duration {
 }
 
 // wait sleeps until frame k is due in a realtime replay; false means ctx
-// ended.
+// ended. Like a camera read once per wake interval, the replay wakes when
+// the last frame of k's batch is due and hands over the whole batch, each
+// frame still stamped with its own instant.
 func (s *Source) wait(ctx context.Context, p *pacer, k uint64) bool {
+	at := s.at((k + s.batch - 1) / s.batch * s.batch)
 	var d time.Duration
 	if p.tl == nil {
-		d = p.wall.Add(s.at(k)).Sub(s.cfg.Clock.Now())
+		d = p.wall.Add(at).Sub(s.cfg.Clock.Now())
 	} else {
-		d = p.mono + s.at(k) - s.cfg.Clock.Mono()
+		d = p.mono + at - s.cfg.Clock.Mono()
 	}
 	return clock.Sleep(ctx, s.cfg.Clock, d) == nil
 }

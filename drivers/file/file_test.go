@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/internal/testclips"
@@ -155,5 +156,63 @@ func TestHonoursClockSync(t *testing.T) {
 	}
 	if stamped < clip.Frames {
 		t.Fatalf("only %d frames with wall time after sync", stamped)
+	}
+}
+
+// TestRealtimeWakesInBatches: a realtime replay wakes once per wake
+// interval and hands over every frame due by then, each with its own
+// timestamp, rather than waking for every frame.
+func TestRealtimeWakesInBatches(t *testing.T) {
+	clip := testclips.Get("high-aud.h264")
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+		batch    int // frames per wake after the first frame, which goes at once
+	}{
+		{"default", 0, 3}, // 100 ms at 30 fps
+		{"per-frame", -1, 1},
+		{"longer", 200 * time.Millisecond, 6},
+		{"capped", time.Second, drivers.MaxBatchFrames},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := clock.NewFake(start)
+			src, err := New(Config{Path: clip.Path(), FPS: 30, Start: start, Realtime: true, Clock: clk, WakeInterval: tc.interval})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := make(chan media.Frame, 64)
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- src.Run(ctx, out) }()
+			at := func(k int) time.Time { return start.Add(time.Duration(k) * time.Second / 30) }
+			take := func(k, n int) {
+				t.Helper()
+				clk.BlockUntil(1) // asleep again: the batch is out
+				if got := len(out); got != n {
+					t.Fatalf("frames %d..: %d handed over, want %d", k, got, n)
+				}
+				for i := range n {
+					if fr := <-out; !fr.Time.Equal(at(k + i)) {
+						t.Fatalf("frame %d stamped %v, want %v", k+i, fr.Time, at(k+i))
+					}
+				}
+			}
+			moveTo := func(t time.Time) { clk.Advance(t.Sub(clk.Now())) }
+			take(0, 1)
+			for k := 1; k < 4*tc.batch; k += tc.batch {
+				last := k + tc.batch - 1 // the batch goes when its last frame is due
+				moveTo(at(last).Add(-time.Microsecond))
+				clk.BlockUntil(1)
+				if len(out) != 0 {
+					t.Fatalf("frames %d..%d: %d handed over before the last was due", k, last, len(out))
+				}
+				moveTo(at(last))
+				take(k, tc.batch)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
