@@ -23,8 +23,21 @@ import (
 const emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 // chunkSize is how much of a cluster is written (and rate-limited) at a
-// time; small enough for smooth pacing, large enough to be cheap.
-const chunkSize = 64 << 10
+// time. The HTTP transport copies the request body in 32 KiB reads and
+// sends each as one HTTP chunk, flushed on its own; a chunk of this size
+// and its framing (four hex digits and two CRLFs) make exactly two full
+// TLS records, so each costs two writes to the socket. A 64 KiB chunk
+// took five: the transport cut it in two, and each half spilled a few
+// bytes into a third record.
+const chunkSize = 2*tlsRecordPayload - chunkFraming
+
+const (
+	tlsRecordPayload = 16 << 10 // the most plaintext one TLS record carries
+	chunkFraming     = 4 + 2 + 2
+	// bodyWriteBuffer holds one whole HTTP chunk, so the transport hands
+	// it to TLS in one write rather than a buffer's worth at a time.
+	bodyWriteBuffer = 32 << 10
+)
 
 // writeErrGrace is how long a failed body write waits for the response's
 // verdict before it is reported as a plain network error.

@@ -294,6 +294,7 @@ func newTransport(cfg *Config) *http.Transport {
 		MaxIdleConnsPerHost:   2,
 		IdleConnTimeout:       60 * time.Second,
 		ExpectContinueTimeout: 0,
+		WriteBufferSize:       bodyWriteBuffer,
 	}
 }
 
