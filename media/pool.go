@@ -1,5 +1,7 @@
 package media
 
+import "sync"
+
 // FramePool recycles the memory of access units between a source and the
 // stage that copies them out (the fragmenter copies every frame into its
 // cluster buffer at once). Without it a 4 Mbit/s stream hands the garbage
@@ -17,10 +19,13 @@ package media
 // The pool holds at most its capacity of idle buffers; when it is empty
 // (a slow consumer with a full queue) Get allocates, so a source never
 // waits for memory. Buffers keep the capacity of the largest access unit
-// they held: the pool settles at a few buffers as large as the stream's
-// key frames.
+// they held. Get hands out the buffer given back last: with a consumer
+// that keeps up, the same few buffers (one batch of frames) go round and
+// the others stay small; in first-out order every idle buffer would in
+// turn carry a key frame and grow to its size.
 type FramePool struct {
-	free chan *FrameMem
+	mu   sync.Mutex
+	free []*FrameMem // a stack: the last given back is the next handed out
 }
 
 // FrameMem is one pooled access unit: its bytes and the NAL unit slices
@@ -37,17 +42,21 @@ const DefaultFramePoolSize = 8
 
 // NewFramePool returns a pool that keeps up to n idle buffers.
 func NewFramePool(n int) *FramePool {
-	return &FramePool{free: make(chan *FrameMem, max(n, 1))}
+	return &FramePool{free: make([]*FrameMem, 0, max(n, 1))}
 }
 
 // Get returns a buffer with Data and NALUs empty; a nil pool allocates.
 func (p *FramePool) Get() *FrameMem {
 	if p != nil {
-		select {
-		case m := <-p.free:
+		p.mu.Lock()
+		if n := len(p.free); n > 0 {
+			m := p.free[n-1]
+			p.free[n-1] = nil
+			p.free = p.free[:n-1]
+			p.mu.Unlock()
 			return m
-		default:
 		}
+		p.mu.Unlock()
 	}
 	return &FrameMem{pool: p}
 }
@@ -74,8 +83,10 @@ func (m *FrameMem) Free() {
 	}
 	clear(m.NALUs) // no stale slices into the next frame's bytes
 	m.Data, m.NALUs = m.Data[:0], m.NALUs[:0]
-	select {
-	case m.pool.free <- m:
-	default: // enough idle buffers; this one goes to the collector
-	}
+	p := m.pool
+	p.mu.Lock()
+	if len(p.free) < cap(p.free) {
+		p.free = append(p.free, m)
+	} // else enough idle buffers; this one goes to the collector
+	p.mu.Unlock()
 }

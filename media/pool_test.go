@@ -36,6 +36,19 @@ func TestFramePool(t *testing.T) {
 	if n := len(p.free); n != 2 {
 		t.Errorf("pool holds %d idle buffers, want its capacity 2", n)
 	}
+	// Last in, first out: a consumer that keeps up reuses one buffer, and
+	// the idle ones are not each grown in turn by a large frame.
+	a, b := p.Get(), p.Get()
+	b.Data = append(b.Data, make([]byte, 100_000)...) // a key frame
+	a.Free()
+	b.Free()
+	for range 3 {
+		m := p.Get()
+		if m != b {
+			t.Fatalf("Get handed out %p, want the buffer given back last (%p)", m, b)
+		}
+		m.Free()
+	}
 	var none *FrameMem
 	none.Free() // a source may free what it never got
 	var nilPool *FramePool
