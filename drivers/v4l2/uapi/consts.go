@@ -36,6 +36,10 @@ const (
 	V4L2_BUF_FLAG_TIMESTAMP_COPY      = 0x00004000
 )
 
+// V4L2_CID_BRIGHTNESS is a user control that vivid has, which the VM test
+// sets to check the control ioctls against a real driver.
+const V4L2_CID_BRIGHTNESS = 0x00980900
+
 // Codec controls (linux/v4l2-controls.h); the driver sets the H.264
 // encoder's through VIDIOC_S_CTRL.
 const (
