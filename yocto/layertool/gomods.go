@@ -86,7 +86,7 @@ func resolve(repo string, pkgs []string) (*resolution, error) {
 		"GONOSUMDB=", "GOPRIVATE=", "GONOPROXY=",
 		"GOTOOLCHAIN=local",
 		"GOWORK=off",
-		"CGO_ENABLED=" + recipeCgo, // as the recipe builds
+		"CGO_ENABLED="+recipeCgo, // as the recipe builds
 	)
 	defer func() {
 		clean := exec.Command("go", "clean", "-modcache")
