@@ -2,13 +2,13 @@
 // device (a UVC camera with an on-board encoder, the Raspberry Pi's legacy
 // camera stack, a loopback device) through memory-mapped streaming.
 //
-// The ioctl layer is this package's own (uapi holds the kernel's structs
-// and request numbers), on golang.org/x/sys/unix, so the driver needs no
-// cgo and the daemon links statically for every target; on systems other
-// than Linux, New returns ErrUnavailable. Run's goroutine
-// polls, dequeues and re-queues the buffers itself, so every error (a
-// camera unplugged mid-frame included) comes back as a value, is logged
-// and counted, and capture resumes after the device reappears.
+// The ioctl layer is this package's own, on golang.org/x/sys/unix, with
+// the kernel's structs and request numbers in uapi: the driver needs no
+// cgo, and the daemon links statically for every target. On systems other
+// than Linux, New returns ErrUnavailable. Run's goroutine polls, dequeues
+// and re-queues the buffers itself, so every error (a camera unplugged
+// mid-frame included) comes back as a value, is logged and counted, and
+// capture resumes after the device reappears.
 //
 // Frames are timestamped from the buffer (CLOCK_MONOTONIC, as V4L2 drivers
 // stamp them) and mapped to wall time by a clock.Mapper. Key frames are
