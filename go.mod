@@ -13,7 +13,6 @@ require (
 	github.com/aws/smithy-go v1.28.9
 	github.com/bluenviron/mediacommon/v2 v2.9.2
 	github.com/eclipse/paho.mqtt.golang v1.5.1
-	github.com/vladimirvivien/go4vl v0.3.0
 	golang.org/x/sync v0.17.0
 	golang.org/x/sys v0.38.0
 )

@@ -2,14 +2,13 @@
 // device (a UVC camera with an on-board encoder, the Raspberry Pi's legacy
 // camera stack, a loopback device) through memory-mapped streaming.
 //
-// The ioctl layer is github.com/vladimirvivien/go4vl's v4l2 package, which
-// needs cgo for the kernel's UAPI structs; builds with CGO_ENABLED=0 get a
-// stub whose New explains how to rebuild. go4vl's own capture goroutine is
-// not used: it would copy every frame, drop silently when its channel is
-// full, and cannot be recovered from if it panics. Instead Run's goroutine
-// polls, dequeues and re-queues buffers itself, so every error (a camera
-// unplugged mid-frame included) comes back as a value, is logged and
-// counted, and capture resumes after the device reappears.
+// The ioctl layer is this package's own, on golang.org/x/sys/unix, with
+// the kernel's structs and request numbers in uapi: the driver needs no
+// cgo, and the daemon links statically for every target. On systems other
+// than Linux, New returns ErrUnavailable. Run's goroutine polls, dequeues
+// and re-queues the buffers itself, so every error (a camera unplugged
+// mid-frame included) comes back as a value, is logged and counted, and
+// capture resumes after the device reappears.
 //
 // Frames are timestamped from the buffer (CLOCK_MONOTONIC, as V4L2 drivers
 // stamp them) and mapped to wall time by a clock.Mapper. Key frames are
@@ -27,6 +26,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
+	"github.com/kvscamd/kvscamd/drivers/v4l2/uapi"
 	"github.com/kvscamd/kvscamd/h264"
 )
 
@@ -43,24 +43,13 @@ const (
 	maxBuffers = 32
 )
 
-// V4L2 control IDs (linux/v4l2-controls.h) that go4vl does not name.
-const (
-	cidCodecBase       = 0x00990900 // V4L2_CID_CODEC_BASE
-	cidGOPSize         = cidCodecBase + 203
-	cidBitrate         = cidCodecBase + 207
-	cidHeaderMode      = cidCodecBase + 221 // 1: SPS/PPS joined with the first frame
-	cidRepeatSeqHeader = cidCodecBase + 226 // SPS/PPS before every IDR
-	cidForceKeyFrame   = cidCodecBase + 229 // button
-	cidH264IPeriod     = cidCodecBase + 358 // the Pi's encoder uses this for the GOP
-	cidH264Profile     = cidCodecBase + 363
-)
-
-// H.264 profile menu values of V4L2_CID_MPEG_VIDEO_H264_PROFILE.
+// profiles maps the profile setting to V4L2_CID_MPEG_VIDEO_H264_PROFILE's
+// menu values.
 var profiles = map[string]int32{
-	"baseline":             0,
-	"constrained_baseline": 1,
-	"main":                 2,
-	"high":                 4,
+	"baseline":             uapi.V4L2_MPEG_VIDEO_H264_PROFILE_BASELINE,
+	"constrained_baseline": uapi.V4L2_MPEG_VIDEO_H264_PROFILE_CONSTRAINED_BASELINE,
+	"main":                 uapi.V4L2_MPEG_VIDEO_H264_PROFILE_MAIN,
+	"high":                 uapi.V4L2_MPEG_VIDEO_H264_PROFILE_HIGH,
 }
 
 // ErrNoH264 is returned (wrapped, with the formats the device offers) when

@@ -12,18 +12,19 @@ import (
 
 	"github.com/kvscamd/kvscamd/drivers"
 	"github.com/kvscamd/kvscamd/drivers/clock"
+	"github.com/kvscamd/kvscamd/drivers/v4l2/uapi"
 	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/internal/backoff"
 	iclock "github.com/kvscamd/kvscamd/internal/clock"
 	"github.com/kvscamd/kvscamd/media"
 )
 
-// Buffer timestamp flags (linux/videodev2.h).
+// Buffer flags the capture loop reads.
 const (
-	bufFlagError              = 0x0040
-	bufFlagTimestampMask      = 0xe000
-	bufFlagTimestampUnknown   = 0x0000
-	bufFlagTimestampMonotonic = 0x2000
+	bufFlagError              = uapi.V4L2_BUF_FLAG_ERROR
+	bufFlagTimestampMask      = uapi.V4L2_BUF_FLAG_TIMESTAMP_MASK
+	bufFlagTimestampUnknown   = uapi.V4L2_BUF_FLAG_TIMESTAMP_UNKNOWN
+	bufFlagTimestampMonotonic = uapi.V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC
 )
 
 // buffer is one dequeued capture buffer.
@@ -35,8 +36,8 @@ type buffer struct {
 	ts    time.Duration // the driver's timestamp (CLOCK_MONOTONIC normally)
 }
 
-// session is one opened, streaming device. The real one (device.go) wraps
-// go4vl's ioctls; tests drive the capture loop with a scripted one. A
+// session is one opened, streaming device. The real one (device.go) issues
+// the ioctls; tests drive the capture loop with a scripted one. A
 // session is used by one goroutine only.
 type session interface {
 	// next waits up to timeout for a filled buffer; ok is false when none

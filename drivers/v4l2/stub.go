@@ -1,4 +1,4 @@
-//go:build !(linux && cgo)
+//go:build !linux
 
 package v4l2
 
@@ -8,8 +8,8 @@ import (
 	"github.com/kvscamd/kvscamd/drivers"
 )
 
-// ErrUnavailable is returned by New in builds without cgo.
-var ErrUnavailable = errors.New("v4l2: built without cgo: V4L2 unavailable, rebuild with CGO_ENABLED=1 (and CC set to the target's C compiler)")
+// ErrUnavailable is returned by New on systems without V4L2.
+var ErrUnavailable = errors.New("v4l2: V4L2 capture exists only on Linux; use driver = \"exec\" or \"file\" here")
 
 // New reports that this build cannot capture from V4L2 devices.
 func New(cfg Config) (drivers.Source, error) {

@@ -1,4 +1,4 @@
-//go:build !(linux && cgo)
+//go:build !linux
 
 package v4l2
 
@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-func TestStubExplainsRebuild(t *testing.T) {
+func TestStubExplainsUnavailable(t *testing.T) {
 	_, err := New(Config{Device: "/dev/video0", Width: 640, Height: 480, FPS: 30})
 	if !errors.Is(err, ErrUnavailable) || err.Error() == "" {
 		t.Fatalf("New = %v, want ErrUnavailable", err)

@@ -1,4 +1,4 @@
-//go:build vmtest && linux && cgo
+//go:build vmtest && linux
 
 // These tests need real V4L2 devices and run inside the test VM (see
 // vmtest/): /dev/video0 is vivid (raw formats only), /dev/video10 is a
@@ -19,8 +19,12 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/kvscamd/kvscamd/drivers/clock"
+	"github.com/kvscamd/kvscamd/drivers/v4l2/uapi"
 	"github.com/kvscamd/kvscamd/h264"
 	"github.com/kvscamd/kvscamd/media"
 )
@@ -272,4 +276,123 @@ func TestVMVividOffersNoH264(t *testing.T) {
 	if err != nil || info.H264 || !info.Capture || info.Driver != "vivid" || !slices.Contains(info.Formats, "YUYV") {
 		t.Fatalf("Probe(%s) = %+v, %v; want a vivid capture device with YUYV and no H.264", dev, info, err)
 	}
+}
+
+// TestVMVividIoctls runs the ioctls that v4l2loopback does not exercise
+// against vivid, whose buffers are videobuf2's like a real camera's:
+// controls with their ranges, the frame interval, and streaming raw
+// frames with the kernel's timestamps and sequence numbers.
+func TestVMVividIoctls(t *testing.T) {
+	dev := vmEnv(t, "KV_VIVID_DEV", "/dev/video0")
+	fd, err := openNode(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &devSession{fd: fd}
+	defer d.close()
+
+	q, err := queryControl(fd, uapi.V4L2_CID_BRIGHTNESS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uapi.String(q.Name[:]) != "Brightness" || q.Minimum >= q.Maximum {
+		t.Fatalf("brightness control: %+v", q)
+	}
+	want := q.Minimum + (q.Maximum-q.Minimum)/4
+	if err := setControl(fd, &q, want); err != nil {
+		t.Fatal(err)
+	}
+	c := uapi.Control{ID: uapi.V4L2_CID_BRIGHTNESS}
+	if err := ioctl(fd, uapi.VIDIOC_G_CTRL, unsafe.Pointer(&c)); err != nil || c.Value != want {
+		t.Fatalf("VIDIOC_G_CTRL brightness = %d, %v; want %d", c.Value, err, want)
+	}
+	if err := setControl(fd, &q, q.Maximum+1); err == nil || !strings.Contains(err.Error(), "outside the device's range") {
+		t.Fatalf("out-of-range value: %v", err)
+	}
+	if _, err := queryControl(fd, uapi.V4L2_CID_MPEG_VIDEO_BITRATE); !errors.Is(err, unix.EINVAL) {
+		t.Fatalf("vivid has no encoder, yet VIDIOC_QUERYCTRL bitrate = %v", err)
+	}
+
+	parm := uapi.StreamParm{Type: uapi.V4L2_BUF_TYPE_VIDEO_CAPTURE}
+	if err := ioctl(fd, uapi.VIDIOC_G_PARM, unsafe.Pointer(&parm)); err != nil {
+		t.Fatal(err)
+	}
+	if parm.Capture.Capability&uapi.V4L2_CAP_TIMEPERFRAME == 0 {
+		t.Fatalf("vivid does not take a frame interval: %+v", parm.Capture)
+	}
+	parm.Capture.TimePerFrame = uapi.Fract{Numerator: 1, Denominator: 15}
+	if err := ioctl(fd, uapi.VIDIOC_S_PARM, unsafe.Pointer(&parm)); err != nil {
+		t.Fatal(err)
+	}
+	set := parm.Capture.TimePerFrame
+	parm = uapi.StreamParm{Type: uapi.V4L2_BUF_TYPE_VIDEO_CAPTURE}
+	if err := ioctl(fd, uapi.VIDIOC_G_PARM, unsafe.Pointer(&parm)); err != nil || parm.Capture.TimePerFrame != set || set.Denominator == 0 {
+		t.Fatalf("frame interval set %+v, read back %+v (%v)", set, parm.Capture.TimePerFrame, err)
+	}
+
+	f := uapi.Format{Type: uapi.V4L2_BUF_TYPE_VIDEO_CAPTURE}
+	*f.Pix() = uapi.PixFormat{Width: 320, Height: 240, PixelFormat: fourccCode("YUYV"), Field: uapi.V4L2_FIELD_NONE}
+	if err := ioctl(fd, uapi.VIDIOC_S_FMT, unsafe.Pointer(&f)); err != nil {
+		t.Fatal(err)
+	}
+	pix := *f.Pix()
+	if pix.PixelFormat != fourccCode("YUYV") || pix.SizeImage == 0 {
+		t.Fatalf("VIDIOC_S_FMT gave %+v", pix)
+	}
+	if err := d.mapBuffers(dev, 3); err != nil {
+		t.Fatal(err)
+	}
+	for i := range d.bufs {
+		if err := d.queue(uint32(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	typ := int32(uapi.V4L2_BUF_TYPE_VIDEO_CAPTURE)
+	if err := ioctl(fd, uapi.VIDIOC_STREAMON, unsafe.Pointer(&typ)); err != nil {
+		t.Fatal(err)
+	}
+	d.streaming = true
+	d.pfd = []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	const frames = 4
+	var last buffer
+	for n := 0; n < frames; {
+		before := monoNow(t)
+		b, ok, err := d.next(10 * time.Second)
+		if err != nil || !ok {
+			t.Fatalf("frame %d: ok %v, %v", n, ok, err)
+		}
+		if b.flags&uapi.V4L2_BUF_FLAG_TIMESTAMP_MASK != uapi.V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC {
+			t.Fatalf("frame %d: flags %#x: timestamp not marked monotonic", n, b.flags)
+		}
+		// vivid stamps a frame with its nominal end, which can be a
+		// frame period ahead of the clock when it is delivered.
+		if after := monoNow(t); b.ts < before-time.Second || b.ts > after+time.Second {
+			t.Fatalf("frame %d: timestamp %v, CLOCK_MONOTONIC %v..%v", n, b.ts, before, after)
+		}
+		if len(b.data) != int(pix.SizeImage) {
+			t.Fatalf("frame %d: %d bytes, format says %d", n, len(b.data), pix.SizeImage)
+		}
+		if n > 0 && (b.seq <= last.seq || b.ts <= last.ts) {
+			t.Fatalf("frame %d: seq %d ts %v after seq %d ts %v", n, b.seq, b.ts, last.seq, last.ts)
+		}
+		last = b
+		n++
+		if err := d.release(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d YUYV frames from %d mapped buffers, last seq %d at %v", frames, len(d.bufs), last.seq, last.ts)
+}
+
+func fourccCode(s string) uint32 {
+	return uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24
+}
+
+func monoNow(t *testing.T) time.Duration {
+	t.Helper()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ts.Nano())
 }

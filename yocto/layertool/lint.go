@@ -197,6 +197,9 @@ func lint(repo, bbparse string) ([]string, error) {
 			add("%s: %s is not set", recipeFile, v)
 		}
 	}
+	if cgo := rec.value("CGO_ENABLED"); len(cgo) != 1 || cgo[0] != recipeCgo {
+		add("%s: CGO_ENABLED is %q; the module list is resolved for CGO_ENABLED=%s (yocto/layertool), so the recipe must build that way", recipeFile, strings.Join(cgo, " "), recipeCgo)
+	}
 	inherits := map[string]bool{}
 	for _, s := range rec.stmts {
 		if s.Kind == "inherit" {

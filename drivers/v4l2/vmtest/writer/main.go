@@ -1,4 +1,4 @@
-//go:build linux && amd64
+//go:build linux
 
 // Command writer feeds an Annex-B H.264 clip into the output side of a
 // v4l2loopback device, one access unit per write(2), for the V4L2 VM test.
@@ -10,8 +10,8 @@
 // next access unit, at most -fps per second. After the last it prints
 // "done" and keeps the device open until stdin is closed.
 //
-// It is pure Go (raw ioctl) so that it links statically without cgo; the
-// struct layout below is the 64-bit one.
+// It is pure Go, with the driver's uapi structs, so that it links
+// statically.
 package main
 
 import (
@@ -26,24 +26,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/kvscamd/kvscamd/drivers/v4l2/uapi"
 	"github.com/kvscamd/kvscamd/h264"
-)
-
-// struct v4l2_format with a v4l2_pix_format in its 200-byte union, which is
-// 8-byte aligned on 64-bit kernels.
-type v4l2Format struct {
-	typ uint32
-	_   uint32
-	pix [12]uint32 // width, height, pixelformat, field, bytesperline, sizeimage, ...
-	_   [200 - 48]byte
-}
-
-const (
-	bufTypeVideoOutput = 2
-	fieldNone          = 1
-	pixFmtH264         = 'H' | '2'<<8 | '6'<<16 | '4'<<24
-	// VIDIOC_S_FMT = _IOWR('V', 5, struct v4l2_format)
-	vidiocSFmt = 3<<30 | uint(unsafe.Sizeof(v4l2Format{}))<<16 | 'V'<<8 | 5
 )
 
 func main() {
@@ -88,11 +72,13 @@ func run(dev, clip string, width, height, fps int) error {
 		return err
 	}
 	defer f.Close()
-	var fmtReq v4l2Format
-	fmtReq.typ = bufTypeVideoOutput
-	fmtReq.pix[0], fmtReq.pix[1], fmtReq.pix[2], fmtReq.pix[3] = uint32(width), uint32(height), pixFmtH264, fieldNone
-	fmtReq.pix[5] = uint32(max(maxAU, width*height*3/2))
-	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), uintptr(vidiocSFmt), uintptr(unsafe.Pointer(&fmtReq))); e != 0 {
+	fmtReq := uapi.Format{Type: uapi.V4L2_BUF_TYPE_VIDEO_OUTPUT}
+	*fmtReq.Pix() = uapi.PixFormat{
+		Width: uint32(width), Height: uint32(height),
+		PixelFormat: uapi.V4L2_PIX_FMT_H264, Field: uapi.V4L2_FIELD_NONE,
+		SizeImage: uint32(max(maxAU, width*height*3/2)),
+	}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), uapi.VIDIOC_S_FMT, uintptr(unsafe.Pointer(&fmtReq))); e != 0 {
 		return fmt.Errorf("VIDIOC_S_FMT output H264 %dx%d: %w", width, height, e)
 	}
 	if _, err := f.Write(aus[0]); err != nil {

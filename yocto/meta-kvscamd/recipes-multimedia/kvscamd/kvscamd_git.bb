@@ -25,9 +25,24 @@ require kvscamd-licenses.inc
 
 inherit go-mod systemd useradd
 
-# The V4L2 driver binds the kernel's V4L2 UAPI headers through cgo (from
-# linux-libc-headers in the target sysroot); the rest is pure Go.
-export CGO_ENABLED = "1"
+# Pure Go (the V4L2 driver issues its ioctls itself), built without cgo:
+# a static binary that needs neither the target's libc nor the shared Go
+# runtime. The module list (make yocto-mods) is resolved the same way.
+export CGO_ENABLED = "0"
+# Two defaults of the go classes need cgo's external linker, and go
+# refuses them without it: goarch.bbclass links the shared Go runtime
+# (-linkshared) where GO_DYNLINK is set, and go.bbclass adds
+# -buildmode=pie, which Go's own linker cannot do for 32-bit ARM and
+# elsewhere makes a binary that needs the loader to relocate it (about
+# 1 MiB more RSS). The textrel check that the PIE flag serves reads the
+# dynamic section, which a static binary lacks.
+GO_DYNLINK:arm = ""
+GO_DYNLINK:aarch64 = ""
+GO_DYNLINK:x86 = ""
+GO_DYNLINK:x86-64 = ""
+GO_DYNLINK:powerpc64 = ""
+GO_DYNLINK:powerpc64le = ""
+GOBUILDFLAGS:remove = "-buildmode=pie"
 
 # The daemon starts no program of its own: driver = "exec" runs the
 # command the configuration names (rpicam-vid, ffmpeg, gst-launch-1.0...),
