@@ -9,6 +9,7 @@ CGO_ENABLED ?= 0
 VERSION    ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
 COMMIT     ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS    := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+TAGS       ?=
 BENCHTIME  ?= 1s
 FUZZTIME   ?= 10s
 # Pinned so that lint results do not change under us. Staticcheck 2026.1
@@ -21,8 +22,10 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 
 all: build
 
+# TAGS=profiling builds in the whole-daemon profiles (KVSCAMD_CPUPROFILE,
+# KVSCAMD_MEMPROFILE; make bench-daemon BENCH_ARGS=-cpuprofile).
 build:
-	CGO_ENABLED=$(CGO_ENABLED) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon
+	CGO_ENABLED=$(CGO_ENABLED) $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./daemon
 
 # The local KVS endpoint, for manual runs against kvscamd.
 kvslocal:
