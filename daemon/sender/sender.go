@@ -105,9 +105,10 @@ func New(cfg Config) (*Sender, error) {
 	creds := cfg.Credentials
 	if _, canInvalidate := creds.(interface{ Invalidate() }); !canInvalidate {
 		// Providers with Invalidate cache on their own (the daemon's
-		// credentials.Manager does). A cache refreshes ahead of expiry, so opening a connection
-		// rarely waits for a refresh, and an open stream never does:
-		// credentials are only needed to sign a new request.
+		// credentials.Manager does). A cache refreshes ahead of expiry,
+		// so opening a connection rarely waits for a refresh, and an
+		// open stream never does: credentials are only needed to sign a
+		// new request.
 		creds = credentials.NewCache(creds, cfg.CredentialMargin+time.Minute, credentialJitterFrac)
 	}
 	s := &Sender{

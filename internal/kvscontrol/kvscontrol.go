@@ -53,6 +53,10 @@ const (
 	maxResponseBody = 64 << 10
 	// maxMessageLen bounds how much of the service's message is quoted.
 	maxMessageLen = 512
+	// minSkewCorrection: a request time refused while the service's clock
+	// (its Date header) is closer than this to the signing time is not a
+	// clock problem a corrected time would fix.
+	minSkewCorrection = time.Minute
 )
 
 // throttleCodes are exception names that mean "slow down": worth the one
@@ -186,15 +190,27 @@ func (e *APIError) retryable() bool {
 }
 
 // call POSTs in as JSON to path and decodes the answer into out, with one
-// retry for what a retry may fix.
+// retry for what a retry may fix. When the service refuses the request
+// time, the retry is signed with the service's clock from the answer, at
+// once: a device whose clock is off still gets its answer, and the caller
+// still sees the refusal (and learns the offset) when the retry fails too.
 func (c *Client) call(ctx context.Context, op, path string, in, out any) error {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return fmt.Errorf("kvscontrol: %s: encode request: %w", op, err)
 	}
+	var skew time.Duration
 	for attempt := 1; ; attempt++ {
-		err = c.once(ctx, op, path, body, out)
-		if err == nil || attempt >= MaxAttempts || ctx.Err() != nil || !retryable(err) {
+		var signed time.Time
+		signed, err = c.once(ctx, op, path, body, out, skew)
+		if err == nil || attempt >= MaxAttempts || ctx.Err() != nil {
+			return err
+		}
+		if d, ok := clockSkew(err, signed); ok {
+			skew += d
+			continue
+		}
+		if !retryable(err) {
 			return err
 		}
 		wait := time.NewTimer(time.Duration(rand.Int64N(int64(retryWaitMax))))
@@ -205,6 +221,38 @@ func (c *Client) call(ctx context.Context, op, path string, in, out any) error {
 		case <-wait.C:
 		}
 	}
+}
+
+// clockSkew returns how far the service's clock is from signed when err
+// is a refused request time whose answer tells the service's time.
+func clockSkew(err error, signed time.Time) (time.Duration, bool) {
+	var ae *APIError
+	if !errors.As(err, &ae) || !ae.ClockRefused() {
+		return 0, false
+	}
+	t, perr := http.ParseTime(ae.Header.Get("Date"))
+	if perr != nil {
+		return 0, false
+	}
+	d := t.Sub(signed)
+	if d < minSkewCorrection && d > -minSkewCorrection {
+		return 0, false
+	}
+	return d, true
+}
+
+// ClockRefused reports whether the service refused the request time
+// (the signing clock is off by more than the service allows).
+func (e *APIError) ClockRefused() bool {
+	for _, s := range []string{e.Code, e.Message} {
+		l := strings.ToLower(s)
+		if strings.Contains(l, "signature expired") || strings.Contains(l, "signature not yet current") ||
+			strings.Contains(l, "request has expired") || s == "RequestExpired" || s == "SignatureExpired" ||
+			s == "RequestTimeTooSkewed" || s == "RequestInTheFuture" {
+			return true
+		}
+	}
+	return false
 }
 
 func retryable(err error) bool {
@@ -222,33 +270,36 @@ type signError struct{ err error }
 func (e *signError) Error() string { return e.err.Error() }
 func (e *signError) Unwrap() error { return e.err }
 
-func (c *Client) once(ctx context.Context, op, path string, body []byte, out any) error {
+// once makes one attempt, signed at SignTime plus skew, and returns the
+// signing time.
+func (c *Client) once(ctx context.Context, op, path string, body []byte, out any, skew time.Duration) (signed time.Time, err error) {
 	endpoint := strings.TrimRight(c.Endpoint, "/")
 	if endpoint == "" {
 		endpoint = DefaultEndpoint(c.Region)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint+path, bytes.NewReader(body))
 	if err != nil {
-		return &signError{fmt.Errorf("kvscontrol: %s: control endpoint %q: %w", op, endpoint, err)}
+		return signed, &signError{fmt.Errorf("kvscontrol: %s: control endpoint %q: %w", op, endpoint, err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if c.UserAgent != "" {
 		req.Header.Set("User-Agent", c.UserAgent)
 	}
 	if c.Credentials == nil {
-		return &signError{fmt.Errorf("kvscontrol: %s: no credentials provider", op)}
+		return signed, &signError{fmt.Errorf("kvscontrol: %s: no credentials provider", op)}
 	}
 	creds, err := c.Credentials.Retrieve(ctx)
 	if err != nil {
-		return &signError{fmt.Errorf("kvscontrol: %s: get credentials: %w", op, err)}
+		return signed, &signError{fmt.Errorf("kvscontrol: %s: get credentials: %w", op, err)}
 	}
 	now := time.Now
 	if c.SignTime != nil {
 		now = c.SignTime
 	}
 	key := sigv4.Credentials{AccessKeyID: creds.AccessKeyID, SecretAccessKey: creds.SecretAccessKey, SessionToken: creds.SessionToken}
-	if err := sigv4.Sign(req, key, Service, c.Region, sigv4.PayloadHash(body), now()); err != nil {
-		return &signError{fmt.Errorf("kvscontrol: %s: %w", op, err)}
+	signed = now().Add(skew)
+	if err := sigv4.Sign(req, key, Service, c.Region, sigv4.PayloadHash(body), signed); err != nil {
+		return signed, &signError{fmt.Errorf("kvscontrol: %s: %w", op, err)}
 	}
 	hc := c.HTTP
 	if hc == nil {
@@ -256,23 +307,23 @@ func (c *Client) once(ctx context.Context, op, path string, body []byte, out any
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("kvscontrol: %s: %w", op, err)
+		return signed, fmt.Errorf("kvscontrol: %s: %w", op, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
 	if err != nil {
-		return fmt.Errorf("kvscontrol: %s: read answer: %w", op, err)
+		return signed, fmt.Errorf("kvscontrol: %s: read answer: %w", op, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return decodeError(op, resp, data)
+		return signed, decodeError(op, resp, data)
 	}
 	if len(data) > maxResponseBody {
-		return fmt.Errorf("kvscontrol: %s: answer larger than %d bytes", op, maxResponseBody)
+		return signed, fmt.Errorf("kvscontrol: %s: answer larger than %d bytes", op, maxResponseBody)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("kvscontrol: %s: the answer is not the expected JSON (HTTP %d, %d bytes): %w", op, resp.StatusCode, len(data), err)
+		return signed, fmt.Errorf("kvscontrol: %s: the answer is not the expected JSON (HTTP %d, %d bytes): %w", op, resp.StatusCode, len(data), err)
 	}
-	return nil
+	return signed, nil
 }
 
 // decodeError reads the exception name from the x-amzn-ErrorType header

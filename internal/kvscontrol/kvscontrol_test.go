@@ -103,21 +103,40 @@ func TestRefusedSignatures(t *testing.T) {
 		t.Errorf("expired token: %v", err)
 	}
 
-	// A clock 20 minutes slow: refused, and the answer's Date tells the
-	// service's time.
+	// A clock 20 minutes slow: the service refuses the request time, and
+	// the retry signed with the service's clock from the answer passes.
 	c := client(srv, good)
 	c.SignTime = func() time.Time { return time.Now().Add(-20 * time.Minute) }
-	_, err = c.DescribeStream(ctx, "cam")
-	ae := apiError(t, err)
-	if !strings.Contains(ae.Message, "Signature expired") {
+	if _, err := c.DescribeStream(ctx, "cam"); err != nil {
 		t.Fatalf("slow clock: %v", err)
 	}
-	if d, perr := http.ParseTime(ae.Header.Get("Date")); perr != nil || time.Since(d) > time.Minute || time.Since(d) < -time.Minute {
-		t.Errorf("Date header %q (%v)", ae.Header.Get("Date"), perr)
+}
+
+// TestClockRefused: when the retry at the service's time is refused too,
+// the caller gets the refusal with the answer's Date.
+func TestClockRefused(t *testing.T) {
+	serverTime := time.Now().Add(20 * time.Minute).UTC().Truncate(time.Second)
+	var dates []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dates = append(dates, r.Header.Get("X-Amz-Date"))
+		w.Header().Set("Date", serverTime.Format(http.TimeFormat))
+		w.Header().Set("x-amzn-ErrorType", "InvalidSignatureException:http://internal.amazon.com/coral/com.amazonaws.kinesisvideo/")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"message":"Signature expired: 20260101T000000Z is now earlier than 20260101T001500Z (20260101T002000Z - 5 min.)"}`))
+	}))
+	defer hs.Close()
+	c := &kvscontrol.Client{Endpoint: hs.URL, Region: region,
+		Credentials: credentials.StaticProvider{Value: credentials.Credentials{AccessKeyID: "AKIDTEST", SecretAccessKey: "s"}}}
+	_, err := c.GetDataEndpoint(context.Background(), "cam", kvscontrol.APINamePutMedia)
+	ae := apiError(t, err)
+	if !ae.ClockRefused() || ae.Code != "InvalidSignatureException" || ae.Header.Get("Date") == "" {
+		t.Fatalf("error %+v", ae)
 	}
-	c.SignTime = func() time.Time { return time.Now() }
-	if _, err := c.DescribeStream(ctx, "cam"); err != nil {
-		t.Fatalf("with the right time: %v", err)
+	if len(dates) != kvscontrol.MaxAttempts {
+		t.Fatalf("%d requests, want %d", len(dates), kvscontrol.MaxAttempts)
+	}
+	if want := serverTime.Format("20060102T150405Z"); dates[1] != want {
+		t.Errorf("retry signed at %s, want the service's time %s (first at %s)", dates[1], want, dates[0])
 	}
 }
 
