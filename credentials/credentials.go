@@ -8,8 +8,8 @@ import (
 )
 
 // Credentials are one set of AWS keys and what is known about their
-// lifetime. Printing them (fmt verbs, slog) shows the redacted access key
-// ID and never the secret or the session token.
+// lifetime. Printing them (fmt verbs, slog, JSON) shows the redacted access
+// key ID and never the secret or the session token.
 type Credentials struct {
 	AccessKeyID     string
 	SecretAccessKey string
@@ -42,6 +42,9 @@ func (c Credentials) Format(f fmt.State, verb rune) { _, _ = f.Write([]byte(c.St
 
 // LogValue keeps secrets out of structured logs.
 func (c Credentials) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+// MarshalText makes JSON and TOML encoders print String too.
+func (c Credentials) MarshalText() ([]byte, error) { return []byte(c.String()), nil }
 
 // Provider hands out credentials. Implementations must be safe for
 // concurrent use.

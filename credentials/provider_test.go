@@ -369,9 +369,17 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Retrieve(context.Background()); err != nil {
+	c, err := p.Retrieve(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+		fmt.Fprintf(&out, verb+"\n", c)
+		fmt.Fprintf(&out, verb+"\n", &c)
+	}
+	log.Info("creds", "creds", c)
+	js, _ = json.Marshal(struct{ C credentials.Credentials }{c})
+	out.Write(js)
 	js, _ = json.Marshal(p.Status())
 	out.Write(js)
 	fmt.Fprintf(&out, "%v %+v", p, p.Status())
