@@ -22,6 +22,14 @@ const (
 	envConfigFile      = "AWS_CONFIG_FILE"
 )
 
+// unsupportedEnv are environment variables with which the AWS SDKs fetch
+// credentials from another service; named in the error when nothing else
+// gave credentials, so that the operator sees why they were not used.
+var unsupportedEnv = []string{
+	"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+	"AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+}
+
 // defaultProfile is the profile used when AWS_PROFILE is not set.
 const defaultProfile = "default"
 
@@ -78,7 +86,17 @@ func newDefaultChain() (defaultChain, error) {
 func (d defaultChain) Retrieve(context.Context) (Credentials, error) {
 	c, err := d.resolve()
 	if errors.Is(err, errNoSource) {
-		return Credentials{}, fmt.Errorf("credentials: default chain gave no credentials: %w; %s", err, defaultChainHelp)
+		var ignored []string
+		for _, k := range unsupportedEnv {
+			if d.getenv(k) != "" {
+				ignored = append(ignored, k)
+			}
+		}
+		note := ""
+		if len(ignored) > 0 {
+			note = " (" + strings.Join(ignored, ", ") + " set, but web identity and container credentials are not supported)"
+		}
+		return Credentials{}, fmt.Errorf("credentials: default chain gave no credentials: %w%s; %s", err, note, defaultChainHelp)
 	}
 	return c, err
 }

@@ -132,10 +132,13 @@ func TestDefaultChainErrors(t *testing.T) {
 		credentials string
 		config      string
 		noHome      bool
+		env         map[string]string
 		atNew       bool     // New refuses it already
 		want        []string // all in the error
 	}{
 		{name: "nothing anywhere", want: []string{"default chain gave no credentials", "AWS_ACCESS_KEY_ID", "~/.aws/credentials"}},
+		{name: "web identity in the environment", env: map[string]string{"AWS_WEB_IDENTITY_TOKEN_FILE": "/t", "AWS_ROLE_ARN": "arn:aws:iam::1:role/x"},
+			want: []string{"default chain gave no credentials", "AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN set, but web identity", "AWS_ACCESS_KEY_ID"}},
 		{name: "no HOME", noHome: true, atNew: true, want: []string{"HOME is not set", "AWS_SHARED_CREDENTIALS_FILE"}},
 		{name: "named profile missing", profile: "cam", credentials: "[default]\naws_access_key_id = A\naws_secret_access_key = s\n", atNew: true,
 			want: []string{`profile "cam"`, "[cam] in", "[profile cam] in", "AWS_PROFILE"}},
@@ -166,6 +169,9 @@ func TestDefaultChainErrors(t *testing.T) {
 			}
 			if c.noHome {
 				delete(e.env, "HOME")
+			}
+			for k, v := range c.env {
+				e.env[k] = v
 			}
 			_, err := e.chain().Retrieve(context.Background())
 			if err == nil {
