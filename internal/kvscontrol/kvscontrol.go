@@ -174,7 +174,8 @@ func (e *APIError) Error() string {
 	if code == "" {
 		code = "unnamed error"
 	}
-	s := fmt.Sprintf("%s: HTTP %d %s", e.Op, e.StatusCode, code)
+	// Op is left out: callers name the operation and the stream.
+	s := fmt.Sprintf("HTTP %d %s", e.StatusCode, code)
 	if e.Message != "" {
 		s += ": " + e.Message
 	}
