@@ -14,7 +14,7 @@ import (
 const (
 	SourceIoT     = "iot"     // AWS IoT credentials provider, mutual TLS with the device certificate
 	SourceStatic  = "static"  // fixed keys from the configuration
-	SourceDefault = "default" // the SDK's environment variables and shared files
+	SourceDefault = "default" // AWS_* environment variables, then static keys in the shared files
 )
 
 // Defaults for the IoT credentials provider's timeouts and retries. The
@@ -26,7 +26,7 @@ const (
 	DefaultMaxAttempts    = 4                // per Retrieve, on network errors, 429 and 5xx
 	DefaultRetryBase      = 500 * time.Millisecond
 	DefaultRetryMax       = 8 * time.Second
-	// DefaultExpiryWindow is how long before expiry the aws.CredentialsCache
+	// DefaultExpiryWindow is how long before expiry the Cache
 	// stops handing out credentials; it is capped at a tenth of their
 	// lifetime (see AdjustExpiresBy).
 	DefaultExpiryWindow = 5 * time.Minute
@@ -50,7 +50,8 @@ type Config struct {
 	SecretAccessKey Secret
 	SessionToken    Secret
 
-	// Region is used by the default chain only (it may need STS).
+	// Region is kept for configurations that set it; no source needs it
+	// (the default chain reads static keys only and asks no service).
 	Region string
 
 	// Zero means the Default* constant.

@@ -14,14 +14,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-
 	"github.com/kvscamd/kvscamd/credentials/certs"
 	"github.com/kvscamd/kvscamd/internal/backoff"
 	"github.com/kvscamd/kvscamd/internal/clock"
 )
 
-// IoTSourceName is aws.Credentials.Source for credentials from AWS IoT.
+// IoTSourceName is Credentials.Source for credentials from AWS IoT.
 const IoTSourceName = "IoTCredentialsProvider"
 
 // ThingNameHeader carries the thing name; the service checks that the
@@ -36,7 +34,7 @@ const maxMessageLen = 300
 
 // IoTProvider fetches temporary AWS credentials from the AWS IoT
 // credentials provider over mutual TLS. Each Retrieve is a network request
-// (with retries); New wraps it in a Refresher and an aws.CredentialsCache.
+// (with retries); New wraps it in a Refresher and a Cache.
 //
 // The certificate, key and CA files are read again on every Retrieve, so a
 // certificate replaced on disk is picked up without a restart, and a
@@ -67,11 +65,11 @@ func NewIoTProvider(cfg Config, opts ...Option) (*IoTProvider, error) {
 	}, nil
 }
 
-// Retrieve implements aws.CredentialsProvider.
-func (p *IoTProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
+// Retrieve implements Provider.
+func (p *IoTProvider) Retrieve(ctx context.Context) (Credentials, error) {
 	tlsCfg, err := certs.ClientTLSConfig(certs.Files{Cert: p.cfg.Cert, Key: p.cfg.Key, CA: p.cfg.CA}, p.host, p.o.clock.Now())
 	if err != nil {
-		return aws.Credentials{}, p.newError(0, "", "the device's TLS files are not usable", "", false, err)
+		return Credentials{}, p.newError(0, "", "the device's TLS files are not usable", "", false, err)
 	}
 	tr := &http.Transport{
 		Proxy:                  http.ProxyFromEnvironment,
@@ -98,7 +96,7 @@ func (p *IoTProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 		}
 		if ctx.Err() != nil {
 			// Whatever happened on the wire, the caller gave up first.
-			return aws.Credentials{}, p.newError(0, "", "request abandoned", "", false, ctx.Err())
+			return Credentials{}, p.newError(0, "", "request abandoned", "", false, ctx.Err())
 		}
 		var e *Error
 		if !errors.As(err, &e) {
@@ -106,7 +104,7 @@ func (p *IoTProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 		}
 		e.Attempts = attempt
 		if !e.Retryable || attempt >= p.cfg.MaxAttempts {
-			return aws.Credentials{}, e
+			return Credentials{}, e
 		}
 		wait := retries.Next()
 		if retryAfter > wait {
@@ -115,31 +113,31 @@ func (p *IoTProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
 		p.o.log.Debug("credentials: retrying IoT credentials request", "endpoint", p.cfg.Endpoint,
 			"attempt", attempt, "wait", wait, "err", e.Error())
 		if clock.Sleep(ctx, p.o.clock, wait) != nil {
-			return aws.Credentials{}, e
+			return Credentials{}, e
 		}
 	}
 }
 
 // fetch makes one request. retryAfter is the server's Retry-After, if any.
-func (p *IoTProvider) fetch(ctx context.Context, client *http.Client) (aws.Credentials, time.Duration, error) {
+func (p *IoTProvider) fetch(ctx context.Context, client *http.Client) (Credentials, time.Duration, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
 	if err != nil {
-		return aws.Credentials{}, 0, p.newError(0, "", "cannot build the request URL", "check [credentials] endpoint and role_alias", false, err)
+		return Credentials{}, 0, p.newError(0, "", "cannot build the request URL", "check [credentials] endpoint and role_alias", false, err)
 	}
 	req.Header.Set(ThingNameHeader, p.cfg.ThingName)
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", "kvscamd")
 	resp, err := client.Do(req)
 	if err != nil {
-		return aws.Credentials{}, 0, p.transportError(ctx, err)
+		return Credentials{}, 0, p.transportError(ctx, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
 	if err != nil {
-		return aws.Credentials{}, 0, p.transportError(ctx, err)
+		return Credentials{}, 0, p.transportError(ctx, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return aws.Credentials{}, retryAfter(resp.Header.Get("Retry-After")), p.statusError(resp, body)
+		return Credentials{}, retryAfter(resp.Header.Get("Retry-After")), p.statusError(resp, body)
 	}
 	creds, err := p.parse(resp.Header.Get("Content-Type"), body)
 	return creds, 0, err
@@ -155,16 +153,16 @@ type iotResponse struct {
 	} `json:"credentials"`
 }
 
-func (p *IoTProvider) parse(contentType string, body []byte) (aws.Credentials, error) {
+func (p *IoTProvider) parse(contentType string, body []byte) (Credentials, error) {
 	var r iotResponse
 	if len(body) > maxResponseBody {
-		return aws.Credentials{}, p.newError(http.StatusOK, "", fmt.Sprintf("the answer is larger than %d bytes", maxResponseBody),
+		return Credentials{}, p.newError(http.StatusOK, "", fmt.Sprintf("the answer is larger than %d bytes", maxResponseBody),
 			"check that [credentials] endpoint is the iot:CredentialProvider endpoint", false, nil)
 	}
 	// The JSON error is not wrapped: its text can quote the body, which
 	// holds secrets.
 	if err := json.Unmarshal(body, &r); err != nil {
-		return aws.Credentials{}, p.newError(http.StatusOK, "",
+		return Credentials{}, p.newError(http.StatusOK, "",
 			fmt.Sprintf("the answer is not credentials JSON (%d bytes, content type %q)", len(body), contentType),
 			"check that [credentials] endpoint is the iot:CredentialProvider endpoint", false, nil)
 	}
@@ -179,22 +177,22 @@ func (p *IoTProvider) parse(contentType string, body []byte) (aws.Credentials, e
 		}
 	}
 	if len(missing) > 0 {
-		return aws.Credentials{}, p.newError(http.StatusOK, "",
+		return Credentials{}, p.newError(http.StatusOK, "",
 			"the answer lacks credentials."+strings.Join(missing, ", credentials."),
 			"check that [credentials] endpoint is the iot:CredentialProvider endpoint", false, nil)
 	}
 	exp, err := time.Parse(time.RFC3339, c.Expiration)
 	if err != nil {
-		return aws.Credentials{}, p.newError(http.StatusOK, "",
+		return Credentials{}, p.newError(http.StatusOK, "",
 			fmt.Sprintf("the expiration %q is not an RFC 3339 time", truncate(c.Expiration, 40)), "", false, nil)
 	}
 	if now := p.o.clock.Now(); !exp.After(now) {
-		return aws.Credentials{}, p.newError(http.StatusOK, "",
+		return Credentials{}, p.newError(http.StatusOK, "",
 			fmt.Sprintf("the credentials expire at %s, which is not after the system clock's %s",
 				exp.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339)),
 			"the system clock is probably wrong: synchronise it (NTP)", false, nil)
 	}
-	return aws.Credentials{
+	return Credentials{
 		AccessKeyID:     c.AccessKeyID,
 		SecretAccessKey: c.SecretAccessKey,
 		SessionToken:    c.SessionToken,
@@ -297,7 +295,7 @@ func retryAfter(v string) time.Duration {
 }
 
 // logAttrs describes credentials for a log record without secrets.
-func logAttrs(c aws.Credentials) []any {
+func logAttrs(c Credentials) []any {
 	attrs := []any{"source", c.Source, "access_key", RedactAccessKeyID(c.AccessKeyID)}
 	if c.CanExpire {
 		attrs = append(attrs, "expires", c.Expires.UTC().Format(time.RFC3339))

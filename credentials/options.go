@@ -27,9 +27,8 @@ type options struct {
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 
 // WithClock replaces the system clock for certificate validity, refresh
-// planning, expiry checks and the waits between retries, so that a test
-// on a clock.Fake moves through hours at once. aws.CredentialsCache keeps
-// its own clock.
+// planning, expiry checks (the Cache's too) and the waits between
+// retries, so that a test on a clock.Fake moves through hours at once.
 func WithClock(c clock.Clock) Option { return func(o *options) { o.clock = c } }
 
 // WithDialer replaces the TCP dialer of the IoT provider, e.g. to reach a

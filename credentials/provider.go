@@ -2,15 +2,9 @@ package credentials
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
-	sdkcreds "github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 
 	"github.com/kvscamd/kvscamd/credentials/certs"
 )
@@ -19,26 +13,26 @@ import (
 // do not all refresh at the same instant.
 const expiryJitterFrac = 0.5
 
-// Provider is the credentials provider the daemon hands to the KVS
-// clients: an aws.CredentialsCache in front of a Refresher in front of
-// the configured source. Start Run in its own goroutine so that
-// refreshes happen in the background; call Invalidate when KVS answers
-// 403 "security token expired".
+// Manager is the credentials Provider the daemon hands to the KVS
+// clients: a Cache in front of a Refresher in front of the configured
+// source. Start Run in its own goroutine so that refreshes happen in the
+// background; call Invalidate when KVS answers 403 "security token
+// expired".
 //
 // Refreshing never touches an upload in progress: a PutMedia request is
 // signed once when it starts, and new credentials only apply to requests
 // signed afterwards.
-type Provider struct {
+type Manager struct {
 	cfg   Config
-	cache *aws.CredentialsCache
+	cache *Cache
 	ref   *Refresher
 }
 
-var _ aws.CredentialsProvider = (*Provider)(nil)
+var _ Provider = (*Manager)(nil)
 
 // New builds the provider for cfg.Source. It does not fetch anything; for
-// the default chain it reads the environment and shared files.
-func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
+// the default chain it checks the environment and shared files.
+func New(ctx context.Context, cfg Config, opts ...Option) (*Manager, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -48,100 +42,44 @@ func New(ctx context.Context, cfg Config, opts ...Option) (*Provider, error) {
 		return nil, err
 	}
 	ref := NewRefresher(base, cfg.Source, cfg.RetryBase, opts...)
-	cache := aws.NewCredentialsCache(ref, func(o *aws.CredentialsCacheOptions) {
-		o.ExpiryWindow = cfg.ExpiryWindow
-		o.ExpiryWindowJitterFrac = expiryJitterFrac
-	})
-	return &Provider{cfg: cfg, cache: cache, ref: ref}, nil
+	cache := NewCache(ref, cfg.ExpiryWindow, expiryJitterFrac)
+	cache.clock = buildOptions(cfg, opts).clock
+	return &Manager{cfg: cfg, cache: cache, ref: ref}, nil
 }
 
-// Retrieve implements aws.CredentialsProvider.
-func (p *Provider) Retrieve(ctx context.Context) (aws.Credentials, error) {
-	c, err := p.cache.Retrieve(ctx)
-	if err != nil {
-		return c, unwrapCacheError(err)
-	}
-	return c, nil
-}
-
-// unwrapCacheError drops the cache's "failed to refresh cached
-// credentials" prefix from our own errors: the operator needs the cause
-// and the fix first. (A function of its own so that the hot path does not
-// allocate.)
-func unwrapCacheError(err error) error {
-	var e *Error
-	if errors.As(err, &e) {
-		return e
-	}
-	return err
+// Retrieve implements Provider.
+func (p *Manager) Retrieve(ctx context.Context) (Credentials, error) {
+	return p.cache.Retrieve(ctx)
 }
 
 // Run refreshes credentials in the background until ctx ends (returns
 // nil then).
-func (p *Provider) Run(ctx context.Context) error { return p.ref.Run(ctx) }
+func (p *Manager) Run(ctx context.Context) error { return p.ref.Run(ctx) }
 
 // Invalidate forgets the current credentials so that the next Retrieve
 // gets new ones. Credentials fetched less than two seconds ago are kept.
-func (p *Provider) Invalidate() {
+func (p *Manager) Invalidate() {
 	p.ref.Invalidate()
 	p.cache.Invalidate()
 }
 
 // Status reports the current credentials without secrets.
-func (p *Provider) Status() Status { return p.ref.Status() }
+func (p *Manager) Status() Status { return p.ref.Status() }
 
 // String describes the provider without secrets.
-func (p *Provider) String() string { return "credentials provider: " + p.cfg.String() }
+func (p *Manager) String() string { return "credentials provider: " + p.cfg.String() }
 
-func newBase(ctx context.Context, cfg Config, opts []Option) (aws.CredentialsProvider, error) {
+func newBase(_ context.Context, cfg Config, opts []Option) (Provider, error) {
 	switch cfg.Source {
 	case SourceIoT:
 		return NewIoTProvider(cfg, opts...)
 	case SourceStatic:
-		return sdkcreds.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey.Reveal(), cfg.SessionToken.Reveal()), nil
+		return StaticProvider{Value: Credentials{AccessKeyID: cfg.AccessKeyID, SecretAccessKey: cfg.SecretAccessKey.Reveal(),
+			SessionToken: cfg.SessionToken.Reveal(), Source: SourceStatic}}, nil
 	case SourceDefault:
-		return newDefaultChain(ctx, cfg)
+		return newDefaultChain()
 	}
 	return nil, fmt.Errorf("credentials: source %q is unknown", cfg.Source)
-}
-
-// defaultChainHelp says where the SDK looks, for error messages.
-const defaultChainHelp = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in the service's environment, " +
-	"or a profile in ~/.aws/credentials of the service user (HOME must be set; AWS_PROFILE selects the profile)"
-
-// defaultChain is the SDK's chain: environment, shared credentials and
-// config files (with their SSO, assume-role and process entries). The EC2
-// instance metadata service is switched off: a camera is not an EC2
-// instance, and probing it costs seconds on every failure.
-type defaultChain struct{ inner aws.CredentialsProvider }
-
-func newDefaultChain(ctx context.Context, cfg Config) (aws.CredentialsProvider, error) {
-	loadOpts := []func(*config.LoadOptions) error{config.WithEC2IMDSClientEnableState(imds.ClientDisabled)}
-	if cfg.Region != "" {
-		loadOpts = append(loadOpts, config.WithRegion(cfg.Region))
-	}
-	ac, err := config.LoadDefaultConfig(ctx, loadOpts...)
-	if err != nil {
-		return nil, fmt.Errorf("credentials: default chain: %w; %s", err, defaultChainHelp)
-	}
-	if ac.Credentials == nil {
-		return nil, fmt.Errorf("credentials: default chain found no credential source; %s", defaultChainHelp)
-	}
-	return defaultChain{ac.Credentials}, nil
-}
-
-func (d defaultChain) Retrieve(ctx context.Context) (aws.Credentials, error) {
-	// The SDK caches too; the Refresher only asks when it wants new
-	// credentials, so the SDK's copy is dropped first. Otherwise a refresh
-	// would get the same credentials back until the SDK thinks they expired.
-	if inv, ok := d.inner.(interface{ Invalidate() }); ok {
-		inv.Invalidate()
-	}
-	c, err := d.inner.Retrieve(ctx)
-	if err != nil {
-		return aws.Credentials{}, fmt.Errorf("credentials: default chain gave no credentials: %w; %s", err, defaultChainHelp)
-	}
-	return c, nil
 }
 
 // Check fetches credentials once, bypassing every cache, and returns the

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-
 	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/internal/clock"
 )
@@ -24,7 +22,7 @@ import (
 // retrieveFast calls Retrieve with a deadline far shorter than any network
 // fetch in these tests can take while the server is held up, so success
 // proves the answer came from memory.
-func retrieveFast(t *testing.T, p aws.CredentialsProvider) aws.Credentials {
+func retrieveFast(t *testing.T, p credentials.Provider) credentials.Credentials {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -132,7 +130,7 @@ func TestInvalidate(t *testing.T) {
 }
 
 // retrieveFastOrNet allows a network fetch (a few seconds at most).
-func retrieveFastOrNet(t *testing.T, p aws.CredentialsProvider) aws.Credentials {
+func retrieveFastOrNet(t *testing.T, p credentials.Provider) credentials.Credentials {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -215,18 +213,15 @@ func TestRunRetriesUntilEndpointUp(t *testing.T) {
 
 func TestAdjustExpiresBy(t *testing.T) {
 	clk := clock.NewFake(time.Now())
-	r := credentials.NewRefresher(aws.AnonymousCredentials{}, "test", 0, credentials.WithClock(clk))
+	r := credentials.NewRefresher(credentials.StaticProvider{}, "test", 0, credentials.WithClock(clk))
 	exp := clk.Now().Add(10 * time.Minute)
-	in := aws.Credentials{AccessKeyID: "A", SecretAccessKey: "S", CanExpire: true, Expires: exp}
-	out, err := r.AdjustExpiresBy(in, -5*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := credentials.Credentials{AccessKeyID: "A", SecretAccessKey: "S", CanExpire: true, Expires: exp}
+	out := r.AdjustExpiresBy(in, -5*time.Minute)
 	if want := exp.Add(-time.Minute); !out.Expires.Equal(want) {
 		t.Errorf("window on 10 min credentials: expires %v, want %v (a tenth of the lifetime)", out.Expires, want)
 	}
 	in.Expires = clk.Now().Add(2 * time.Hour)
-	out, _ = r.AdjustExpiresBy(in, -5*time.Minute)
+	out = r.AdjustExpiresBy(in, -5*time.Minute)
 	if want := in.Expires.Add(-5 * time.Minute); !out.Expires.Equal(want) {
 		t.Errorf("window on 2 h credentials: expires %v, want %v", out.Expires, want)
 	}
@@ -312,7 +307,7 @@ func TestDefaultSource(t *testing.T) {
 	cfg := credentials.Config{Source: "default"}
 	line, err := credentials.Check(context.Background(), cfg, credentials.WithLogger(testLogger(t)))
 	watch("%s", line)
-	if err != nil || !strings.HasPrefix(line, "credentials: ok default chain (EnvConfigCredentials), access key AKIA…0001") {
+	if err != nil || !strings.HasPrefix(line, "credentials: ok default chain (environment), access key AKIA…0001") {
 		t.Fatalf("env: Check = %q, %v", line, err)
 	}
 
@@ -374,9 +369,17 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.Retrieve(context.Background()); err != nil {
+	c, err := p.Retrieve(context.Background())
+	if err != nil {
 		t.Fatal(err)
 	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+		fmt.Fprintf(&out, verb+"\n", c)
+		fmt.Fprintf(&out, verb+"\n", &c)
+	}
+	log.Info("creds", "creds", c)
+	js, _ = json.Marshal(struct{ C credentials.Credentials }{c})
+	out.Write(js)
 	js, _ = json.Marshal(p.Status())
 	out.Write(js)
 	fmt.Fprintf(&out, "%v %+v", p, p.Status())
@@ -414,9 +417,9 @@ func BenchmarkProviderRetrieve(b *testing.B) {
 func TestRunNoProgressBacksOff(t *testing.T) {
 	exp := time.Now().Add(time.Second)
 	var calls atomic.Int32
-	base := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+	base := credentials.ProviderFunc(func(context.Context) (credentials.Credentials, error) {
 		calls.Add(1)
-		return aws.Credentials{AccessKeyID: "AKIASAMESAMESAME0001", SecretAccessKey: "s", CanExpire: true, Expires: exp}, nil
+		return credentials.Credentials{AccessKeyID: "AKIASAMESAMESAME0001", SecretAccessKey: "s", CanExpire: true, Expires: exp}, nil
 	})
 	r := credentials.NewRefresher(base, "test", 10*time.Millisecond, credentials.WithLogger(testLogger(t)))
 	ctx, cancel := context.WithCancel(context.Background())

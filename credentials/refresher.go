@@ -9,8 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-
 	"github.com/kvscamd/kvscamd/internal/backoff"
 	"github.com/kvscamd/kvscamd/internal/clock"
 )
@@ -37,7 +35,7 @@ var errNoProgress = errors.New("credentials: refresh returned the credentials al
 
 // held is the latest credentials and when to replace them.
 type held struct {
-	creds       aws.Credentials
+	creds       Credentials
 	fetched     time.Time
 	refreshAt   time.Time // zero: never (credentials do not expire)
 	usableUntil time.Time // zero: forever
@@ -54,14 +52,14 @@ func (h *held) due(now time.Time) bool {
 // fetchCall is one network fetch shared by everyone who needs it.
 type fetchCall struct {
 	done  chan struct{}
-	creds aws.Credentials
+	creds Credentials
 	err   error
 }
 
 // Refresher keeps current credentials from a base provider in memory and,
 // while Run is active, replaces them in the background well before they
 // expire, so that Retrieve on the upload path returns at once. It is an
-// aws.CredentialsProvider itself and safe for concurrent use.
+// Provider itself and safe for concurrent use.
 //
 // Without Run, Retrieve refreshes when due and, if that fails, keeps
 // handing out the old credentials for as long as they are valid.
@@ -69,7 +67,7 @@ type fetchCall struct {
 // Goroutines: Run's loop, plus one goroutine per network fetch, bounded by
 // the base provider's own timeouts; concurrent callers share that fetch.
 type Refresher struct {
-	base  aws.CredentialsProvider
+	base  Provider
 	name  string // the configured source, for logs and status
 	log   *slog.Logger
 	clock clock.Clock
@@ -89,7 +87,7 @@ type Refresher struct {
 }
 
 // NewRefresher wraps base. name is the source for logs ("iot", ...).
-func NewRefresher(base aws.CredentialsProvider, name string, retryBase time.Duration, opts ...Option) *Refresher {
+func NewRefresher(base Provider, name string, retryBase time.Duration, opts ...Option) *Refresher {
 	o := buildOptions(Config{}, opts)
 	if retryBase <= 0 {
 		retryBase = DefaultRetryBase
@@ -104,9 +102,9 @@ func NewRefresher(base aws.CredentialsProvider, name string, retryBase time.Dura
 	}
 }
 
-// Retrieve implements aws.CredentialsProvider. It only waits for the
+// Retrieve implements Provider. It only waits for the
 // network when it holds no usable credentials.
-func (r *Refresher) Retrieve(ctx context.Context) (aws.Credentials, error) {
+func (r *Refresher) Retrieve(ctx context.Context) (Credentials, error) {
 	now := r.clock.Now()
 	r.mu.Lock()
 	h := r.cur
@@ -200,7 +198,7 @@ func (r *Refresher) Invalidate() {
 // refresh fetches once, sharing the fetch with concurrent callers. The
 // fetch itself is not cancelled with ctx (others may wait for it); the
 // base provider bounds it with its own timeouts.
-func (r *Refresher) refresh(ctx context.Context) (aws.Credentials, error) {
+func (r *Refresher) refresh(ctx context.Context) (Credentials, error) {
 	r.mu.Lock()
 	c := r.inflight
 	if c == nil {
@@ -213,7 +211,7 @@ func (r *Refresher) refresh(ctx context.Context) (aws.Credentials, error) {
 	case <-c.done:
 		return c.creds, c.err
 	case <-ctx.Done():
-		return aws.Credentials{}, ctx.Err()
+		return Credentials{}, ctx.Err()
 	}
 }
 
@@ -241,7 +239,7 @@ func (r *Refresher) doFetch(ctx context.Context, c *fetchCall) {
 
 // plan decides when creds fetched at now are refreshed and how long they
 // may be handed out.
-func plan(creds aws.Credentials, now time.Time) *held {
+func plan(creds Credentials, now time.Time) *held {
 	h := &held{creds: creds, fetched: now}
 	if !creds.CanExpire {
 		return h
@@ -253,20 +251,20 @@ func plan(creds aws.Credentials, now time.Time) *held {
 	return h
 }
 
-// AdjustExpiresBy implements aws.AdjustExpiresByCredentialsCacheStrategy:
-// the cache's expiry window is capped at a tenth of the remaining lifetime.
-// A five-minute window would otherwise swallow short-lived credentials,
-// and credentials kept through an outage near their end stay cached.
-func (r *Refresher) AdjustExpiresBy(c aws.Credentials, d time.Duration) (aws.Credentials, error) {
+// AdjustExpiresBy implements ExpiryAdjuster: the cache's expiry window is
+// capped at a tenth of the remaining lifetime. A five-minute window would
+// otherwise swallow short-lived credentials, and credentials kept through
+// an outage near their end stay cached.
+func (r *Refresher) AdjustExpiresBy(c Credentials, d time.Duration) Credentials {
 	if !c.CanExpire {
-		return c, nil
+		return c
 	}
 	window := max(-d, 0)
 	window = min(window, c.Expires.Sub(r.clock.Now())/10)
 	if window > 0 {
 		c.Expires = c.Expires.Add(-window)
 	}
-	return c, nil
+	return c
 }
 
 // Status describes the held credentials without secrets.

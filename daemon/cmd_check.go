@@ -94,7 +94,7 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	credLine, credErr := credentials.Check(cctx, cfg.CredentialsConfig(), quiet)
 	line(credLine, credErr)
 
-	var prov *credentials.Provider
+	var prov *credentials.Manager
 	if credErr == nil {
 		prov, err = credentials.New(cctx, cfg.CredentialsConfig(), quiet)
 		if err != nil {

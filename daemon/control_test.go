@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/daemon/service"
 	"github.com/kvscamd/kvscamd/daemon/status"
@@ -163,7 +164,7 @@ ring_size = "64MiB"
 
 	var wraps atomic.Int32
 	sock := filepath.Join(t.TempDir(), "kvscamd.sock")
-	opts := service.Options{Socket: sock, WrapCredentials: func(p aws.CredentialsProvider) aws.CredentialsProvider {
+	opts := service.Options{Socket: sock, WrapCredentials: func(p credentials.Provider) credentials.Provider {
 		wraps.Add(1)
 		return p
 	}}

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-
 	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/credentials/iotlocal"
 	"github.com/kvscamd/kvscamd/credentials/testpki"
@@ -141,7 +139,7 @@ endpoint = %q
 	timed := &timedCreds{}
 	opts := service.Options{
 		Socket: filepath.Join(t.TempDir(), "kvscamd.sock"),
-		WrapCredentials: func(p aws.CredentialsProvider) aws.CredentialsProvider {
+		WrapCredentials: func(p credentials.Provider) credentials.Provider {
 			timed.setProvider(p)
 			return timed
 		},
@@ -422,7 +420,7 @@ endpoint = %q
 // It keeps Invalidate, so the sender treats it like the provider itself.
 type timedCreds struct {
 	mu    sync.Mutex
-	prov  aws.CredentialsProvider // the daemon's *credentials.Provider
+	prov  credentials.Provider // the daemon's *credentials.Manager
 	calls []retrieveCall
 }
 
@@ -432,19 +430,19 @@ type retrieveCall struct {
 	err   error
 }
 
-func (c *timedCreds) setProvider(p aws.CredentialsProvider) {
+func (c *timedCreds) setProvider(p credentials.Provider) {
 	c.mu.Lock()
 	c.prov = p
 	c.mu.Unlock()
 }
 
-func (c *timedCreds) provider() aws.CredentialsProvider {
+func (c *timedCreds) provider() credentials.Provider {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.prov
 }
 
-func (c *timedCreds) Retrieve(ctx context.Context) (aws.Credentials, error) {
+func (c *timedCreds) Retrieve(ctx context.Context) (credentials.Credentials, error) {
 	start := time.Now()
 	creds, err := c.provider().Retrieve(ctx)
 	took := time.Since(start)

@@ -93,7 +93,7 @@ type CredentialsSource string
 const (
 	CredentialsIoT     CredentialsSource = "iot"     // AWS IoT credentials provider, mutual TLS
 	CredentialsStatic  CredentialsSource = "static"  // keys written in the file
-	CredentialsDefault CredentialsSource = "default" // the AWS SDK's environment/shared-file chain
+	CredentialsDefault CredentialsSource = "default" // AWS_* environment, then static keys in ~/.aws/credentials or ~/.aws/config
 )
 
 // Driver is the value of stream.driver.

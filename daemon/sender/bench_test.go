@@ -12,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
-
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/h264"
@@ -132,7 +131,7 @@ func newBenchRig(b *testing.B, quotas bool) *benchRig {
 func (rig *benchRig) start(b *testing.B, unpaced bool) {
 	s, err := New(Config{
 		Stream: testStream, Region: "eu-west-1", Ring: rig.ring,
-		Credentials:     credentials.StaticCredentialsProvider{Value: rig.kvs.Credentials()},
+		Credentials:     static(rig.kvs.Credentials()),
 		ControlEndpoint: rig.kvs.URL,
 		Backoff:         backoff.New(10*time.Millisecond, 100*time.Millisecond),
 		// Lift the sender's own quota pacing as well when the endpoint
@@ -280,7 +279,7 @@ func BenchmarkSenderCPU(b *testing.B) {
 		}
 		s, err := New(Config{
 			Stream: testStream, Region: "eu-west-1", Ring: r,
-			Credentials:     credentials.NewStaticCredentialsProvider(key, secret, ""),
+			Credentials:     credentials.StaticProvider{Value: credentials.Credentials{AccessKeyID: key, SecretAccessKey: secret}},
 			ControlEndpoint: url,
 			NoQuotaPacing:   true,
 		})

@@ -2,16 +2,12 @@ package sender
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
-	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
-
 	"github.com/kvscamd/kvscamd/internal/kvs"
+	"github.com/kvscamd/kvscamd/internal/kvscontrol"
 )
 
 // Check asks the control plane about cfg's stream once and returns the
@@ -35,20 +31,16 @@ func Check(ctx context.Context, cfg Config) (string, error) {
 	c := newControl(&cfg, cfg.Credentials, hc, nil)
 	cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
 	defer cancel()
-	out, err := c.client.DescribeStream(cctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(name)})
-	var nf *types.ResourceNotFoundException
+	info, err := c.client.DescribeStream(cctx, name)
 	switch {
-	case errors.As(err, &nf) && cfg.CreateStream:
+	case isNotFound(err) && cfg.CreateStream:
 		return fmt.Sprintf("kvs: ok stream %s does not exist yet; kvscamd run creates it (kvs.create_stream = true)", name), nil
-	case errors.As(err, &nf):
+	case isNotFound(err):
 		return failf("does not exist in %s; create it (aws kinesisvideo create-stream --stream-name %s --media-type video/h264 --data-retention-in-hours 24) or set kvs.create_stream = true", cfg.Region, name)
 	case err != nil:
 		return failf("%v", c.fail("DescribeStream", err))
-	case out.StreamInfo == nil:
-		return failf("DescribeStream answered without StreamInfo")
 	}
-	info := out.StreamInfo
-	if info.Status != types.StatusActive {
+	if info.Status != kvscontrol.StatusActive {
 		return failf("status %s; it must be ACTIVE to take data", info.Status)
 	}
 	ep, err := c.dataEndpoint(cctx, time.Now())
@@ -56,7 +48,7 @@ func Check(ctx context.Context, cfg Config) (string, error) {
 		return failf("%v", err)
 	}
 	ret := "no retention (fragments are acknowledged when received, and not kept)"
-	if h := aws.ToInt32(info.DataRetentionInHours); h > 0 {
+	if h := info.DataRetentionInHours; h > 0 {
 		ret = fmt.Sprintf("retention %dh", h)
 	}
 	return fmt.Sprintf("kvs: ok stream %s ACTIVE, %s, PutMedia endpoint %s", name, ret, ep), nil

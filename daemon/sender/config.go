@@ -7,8 +7,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/internal/backoff"
@@ -91,7 +90,7 @@ type Config struct {
 	Stream      string
 	Region      string
 	Ring        Store
-	Credentials aws.CredentialsProvider
+	Credentials credentials.Provider
 	// ControlEndpoint overrides the control-plane URL (config
 	// kvs.endpoint), e.g. a local endpoint. Empty means the region's.
 	ControlEndpoint string

@@ -12,15 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/daemon/sender/ack"
+	"github.com/kvscamd/kvscamd/internal/kvscontrol"
+	"github.com/kvscamd/kvscamd/internal/sigv4"
 )
-
-// emptyPayloadHash is the SHA-256 of the empty string. The PutMedia body
-// is streamed and not signed; every known client signs it as empty.
-const emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 // chunkSize is how much of a cluster is written (and rate-limited) at a
 // time. The HTTP transport copies the request body in 32 KiB reads and
@@ -170,7 +167,10 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32, m 
 	req.Header.Set("X-Amzn-Producer-Start-Timestamp", producerTimestamp(first.f.Timecode))
 	req.Header.Set("X-Amzn-Fragment-Acknowledgment-Required", "1")
 	req.Header.Set("Content-Type", "application/json")
-	if err := s.signer.SignHTTP(ctx, creds, req, emptyPayloadHash, "kinesisvideo", s.cfg.Region, s.signTime()); err != nil {
+	// The body is streamed and not signed: like every known client, the
+	// request is signed as if its body were empty.
+	key := sigv4.Credentials{AccessKeyID: creds.AccessKeyID, SecretAccessKey: creds.SecretAccessKey, SessionToken: creds.SessionToken}
+	if err := sigv4.Sign(req, key, kvscontrol.Service, s.cfg.Region, sigv4.EmptyPayloadHash, s.signTime()); err != nil {
 		return false, fail(ClassRetry, "sender %s: sign PutMedia: %w", s.cfg.Stream, err)
 	}
 	s.connections.Add(1)
@@ -210,7 +210,7 @@ func (s *Sender) connection(ctx context.Context, first item, retention int32, m 
 // retrieveCreds gets credentials for a new connection. Credentials that
 // expire within CredentialMargin would make the connection rotate after
 // its first fragment, so the cache is invalidated and fresh ones fetched.
-func (s *Sender) retrieveCreds(ctx context.Context) (aws.Credentials, error) {
+func (s *Sender) retrieveCreds(ctx context.Context) (credentials.Credentials, error) {
 	for try := 0; ; try++ {
 		cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
 		creds, err := s.creds.Retrieve(cctx)

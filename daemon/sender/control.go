@@ -9,19 +9,15 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
-	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
-	"github.com/aws/smithy-go"
+	"github.com/kvscamd/kvscamd/credentials"
+	"github.com/kvscamd/kvscamd/internal/kvscontrol"
 )
 
 // control talks to the KVS control plane: it makes sure the stream exists
 // and is ACTIVE, learns its retention, and caches the PutMedia endpoint.
 type control struct {
 	cfg    *Config
-	client *kinesisvideo.Client
+	client *kvscontrol.Client
 
 	mu         sync.Mutex
 	ready      bool  // the stream was seen ACTIVE
@@ -31,47 +27,21 @@ type control struct {
 	endpointAt time.Time
 }
 
-// sdkSkewThreshold: a signing time this far from the local clock means
-// the SDK has already corrected for a clock skew it learnt itself; the
-// sender's own correction is then not added on top.
-const sdkSkewThreshold = time.Minute
-
-// offsetSigner signs control-plane requests at the device clock plus the
-// offset the sender learnt from a refused request time, unless the SDK
-// has corrected the time itself.
-type offsetSigner struct {
-	inner kinesisvideo.HTTPSignerV4
-	skew  func() time.Duration
-}
-
-func (o offsetSigner) SignHTTP(ctx context.Context, creds aws.Credentials, r *http.Request, payloadHash, service, region string, t time.Time, optFns ...func(*v4.SignerOptions)) error {
-	if d := time.Until(t); d < sdkSkewThreshold && d > -sdkSkewThreshold {
-		t = t.Add(o.skew())
-	}
-	return o.inner.SignHTTP(ctx, creds, r, payloadHash, service, region, t, optFns...)
-}
-
 // controlCallTimeout bounds one control-plane call.
 const controlCallTimeout = 30 * time.Second
 
-// newControl returns a control-plane client. skew, when not nil, is how
-// far the signing time is moved from the local clock.
-func newControl(cfg *Config, creds aws.CredentialsProvider, hc *http.Client, skew func() time.Duration) *control {
-	awsCfg := aws.Config{
+// newControl returns a control-plane client. signTime, when not nil, is
+// the time requests are signed with (the device clock plus the offset
+// learnt from a refused request time); nil means the system clock.
+func newControl(cfg *Config, creds credentials.Provider, hc *http.Client, signTime func() time.Time) *control {
+	client := &kvscontrol.Client{
+		Endpoint:    cfg.ControlEndpoint, // empty: the region's
 		Region:      cfg.Region,
 		Credentials: creds,
-		HTTPClient:  hc,
-		// The sender has its own back-off; one SDK retry covers blips.
-		RetryMaxAttempts: 2,
+		HTTP:        hc,
+		SignTime:    signTime,
+		UserAgent:   cfg.UserAgent,
 	}
-	client := kinesisvideo.NewFromConfig(awsCfg, func(o *kinesisvideo.Options) {
-		if cfg.ControlEndpoint != "" {
-			o.BaseEndpoint = aws.String(cfg.ControlEndpoint)
-		}
-		if skew != nil {
-			o.HTTPSignerV4 = offsetSigner{inner: v4.NewSigner(), skew: skew}
-		}
-	})
 	return &control{cfg: cfg, client: client}
 }
 
@@ -92,18 +62,17 @@ func (c *control) ensure(ctx context.Context) (int32, error) {
 
 	name := c.cfg.Stream
 	cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
-	out, err := c.client.DescribeStream(cctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(name)})
+	info, err := c.client.DescribeStream(cctx, name)
 	cancel()
-	var nf *types.ResourceNotFoundException
 	switch {
-	case errors.As(err, &nf) && !c.cfg.CreateStream:
+	case isNotFound(err) && !c.cfg.CreateStream:
 		return 0, fail(ClassOperator, "kvs: stream %q does not exist in %s: create it (aws kinesisvideo create-stream --stream-name %s --media-type video/h264 --data-retention-in-hours 24) or set kvs.create_stream = true", name, c.cfg.Region, name)
-	case errors.As(err, &nf):
+	case isNotFound(err):
 		if err := c.create(ctx); err != nil {
 			return 0, err
 		}
 		cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
-		out, err = c.client.DescribeStream(cctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(name)})
+		info, err = c.client.DescribeStream(cctx, name)
 		cancel()
 		if err != nil {
 			return 0, c.fail("DescribeStream", err)
@@ -111,18 +80,14 @@ func (c *control) ensure(ctx context.Context) (int32, error) {
 	case err != nil:
 		return 0, c.fail("DescribeStream", err)
 	}
-	info := out.StreamInfo
-	if info == nil {
-		return 0, fail(ClassRetry, "kvs: DescribeStream %s: answer without StreamInfo", name)
-	}
 	switch info.Status {
-	case types.StatusActive:
-	case types.StatusCreating, types.StatusUpdating:
+	case kvscontrol.StatusActive:
+	case kvscontrol.StatusCreating, kvscontrol.StatusUpdating:
 		return 0, fail(ClassRetry, "kvs: stream %q is %s, waiting for ACTIVE", name, info.Status)
 	default:
 		return 0, fail(ClassOperator, "kvs: stream %q is %s: it cannot take data; recreate it", name, info.Status)
 	}
-	r := aws.ToInt32(info.DataRetentionInHours)
+	r := info.DataRetentionInHours
 	c.mu.Lock()
 	if c.ready && c.retention != r {
 		c.cfg.Logger.Warn("stream retention changed", "from_hours", c.retention, "to_hours", r)
@@ -143,14 +108,13 @@ func (c *control) create(ctx context.Context) error {
 	name := c.cfg.Stream
 	cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
 	defer cancel()
-	_, err := c.client.CreateStream(cctx, &kinesisvideo.CreateStreamInput{
-		StreamName:           aws.String(name),
-		MediaType:            aws.String("video/h264"),
-		DataRetentionInHours: aws.Int32(c.cfg.retentionHours()),
-		DeviceName:           aws.String("kvscamd"),
+	_, err := c.client.CreateStream(cctx, kvscontrol.CreateStreamInput{
+		StreamName:           name,
+		MediaType:            "video/h264",
+		DataRetentionInHours: c.cfg.retentionHours(),
+		DeviceName:           "kvscamd",
 	})
-	var inUse *types.ResourceInUseException
-	if errors.As(err, &inUse) {
+	if apiCode(err) == "ResourceInUseException" {
 		return nil // created concurrently; describe will tell
 	}
 	if err != nil {
@@ -172,14 +136,11 @@ func (c *control) dataEndpoint(ctx context.Context, now time.Time) (string, erro
 	c.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, controlCallTimeout)
 	defer cancel()
-	out, err := c.client.GetDataEndpoint(cctx, &kinesisvideo.GetDataEndpointInput{
-		APIName:    types.APINamePutMedia,
-		StreamName: aws.String(c.cfg.Stream),
-	})
+	out, err := c.client.GetDataEndpoint(cctx, c.cfg.Stream, kvscontrol.APINamePutMedia)
 	if err != nil {
 		return "", c.fail("GetDataEndpoint", err)
 	}
-	ep := strings.TrimRight(aws.ToString(out.DataEndpoint), "/")
+	ep := strings.TrimRight(out, "/")
 	if ep == "" {
 		return "", fail(ClassRetry, "kvs: GetDataEndpoint %s: empty DataEndpoint", c.cfg.Stream)
 	}
@@ -209,30 +170,44 @@ func (c *control) forgetStream() {
 func (c *control) fail(op string, err error) error {
 	e := controlError(op, c.cfg.Stream, err)
 	if f, ok := clockFailureOf(e); ok {
-		var re *awshttp.ResponseError
-		if errors.As(err, &re) && re.Response != nil {
+		var ae *kvscontrol.APIError
+		if errors.As(err, &ae) && ae.Header != nil {
 			now := time.Now()
 			if c.cfg.Clock != nil {
 				now = c.cfg.Clock.Now()
 			}
-			return clockFailure(f.err, re.Response.Header, now)
+			return clockFailure(f.err, ae.Header, now)
 		}
 	}
 	return e
 }
 
-// controlError turns an SDK error into a failure with a class and a hint.
+// apiCode is the exception name of a control-plane error answer, "" for
+// other errors.
+func apiCode(err error) string {
+	var ae *kvscontrol.APIError
+	if errors.As(err, &ae) {
+		return ae.Code
+	}
+	return ""
+}
+
+// isNotFound reports a control-plane answer "no such stream".
+func isNotFound(err error) bool { return apiCode(err) == "ResourceNotFoundException" }
+
+// controlError turns a control-plane error into a failure with a class
+// and a hint.
 func controlError(op, stream string, err error) error {
-	var ae smithy.APIError
+	var ae *kvscontrol.APIError
 	if !errors.As(err, &ae) {
 		return &failure{class: ClassRetry, err: fmt.Errorf("kvs: %s %s: %w", op, stream, err)}
 	}
-	if isSignatureExpired(ae.ErrorCode()) || isSignatureExpired(ae.ErrorMessage()) {
+	if isSignatureExpired(ae.Code) || isSignatureExpired(ae.Message) {
 		return &failure{class: ClassClock, err: fmt.Errorf("kvs: %s %s: request time rejected: %w", op, stream, err)}
 	}
-	switch code := ae.ErrorCode(); code {
+	switch code := ae.Code; code {
 	case "AccessDeniedException", "NotAuthorizedException", "AccessDenied", "UnrecognizedClientException", "InvalidClientTokenId", "MissingAuthenticationToken", "InvalidSignatureException", "SignatureDoesNotMatch":
-		if isExpiredToken(ae.ErrorMessage()) {
+		if isExpiredToken(ae.Message) {
 			return &failure{class: ClassAuth, err: fmt.Errorf("kvs: %s %s: credentials expired: %w", op, stream, err)}
 		}
 		return &failure{class: ClassDenied, err: fmt.Errorf("kvs: %s %s: access denied: the credentials need IAM permission kinesisvideo:%s on this stream (check the role behind the IoT role alias, or the static keys): %w", op, stream, op, err)}

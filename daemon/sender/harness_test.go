@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/h264"
@@ -206,7 +206,7 @@ func newHarness(t *testing.T, opts ...harnessOpt) *harness {
 	h.cfg.Ring = h.store
 	h.cfg.ControlEndpoint = h.kvs.URL
 	if h.cfg.Credentials == nil {
-		h.cfg.Credentials = credentials.StaticCredentialsProvider{Value: h.kvs.Credentials()}
+		h.cfg.Credentials = static(h.kvs.Credentials())
 	}
 	if testing.Verbose() {
 		h.cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -356,11 +356,23 @@ type countingProvider struct {
 	next  func() aws.Credentials
 }
 
-func (p *countingProvider) Retrieve(context.Context) (aws.Credentials, error) {
+func (p *countingProvider) Retrieve(context.Context) (credentials.Credentials, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.calls++
-	return p.next(), nil
+	return fromSDK(p.next()), nil
+}
+
+// fromSDK converts what the local KVS endpoint issues (it speaks the
+// SDK's types, being a stand-in for the service) to the daemon's type.
+func fromSDK(c aws.Credentials) credentials.Credentials {
+	return credentials.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey,
+		SessionToken: c.SessionToken, Source: c.Source, CanExpire: c.CanExpire, Expires: c.Expires}
+}
+
+// static is a provider that always hands out c.
+func static(c aws.Credentials) credentials.Provider {
+	return credentials.StaticProvider{Value: fromSDK(c)}
 }
 
 func (p *countingProvider) count() int {

@@ -6,8 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
-
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/internal/clock"
@@ -29,7 +28,7 @@ func TestLiveSettingsValidation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	s, err := New(Config{Stream: "cam", Region: "eu-west-1", Ring: r, Credentials: credentials.NewStaticCredentialsProvider("a", "b", ""), RateLimit: 1000})
+	s, err := New(Config{Stream: "cam", Region: "eu-west-1", Ring: r, Credentials: credentials.StaticProvider{Value: credentials.Credentials{AccessKeyID: "a", SecretAccessKey: "b"}}, RateLimit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,10 +11,11 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
+	sdkcreds "github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/internal/clock"
@@ -324,16 +325,16 @@ func TestClockSkew(t *testing.T) {
 // are about to expire.
 type invalidatingProvider struct {
 	mu          sync.Mutex
-	cur         aws.Credentials
+	cur         credentials.Credentials
 	issue       func(fresh bool) aws.Credentials
 	invalidated int
 }
 
-func (p *invalidatingProvider) Retrieve(context.Context) (aws.Credentials, error) {
+func (p *invalidatingProvider) Retrieve(context.Context) (credentials.Credentials, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cur.AccessKeyID == "" {
-		p.cur = p.issue(p.invalidated > 0)
+		p.cur = fromSDK(p.issue(p.invalidated > 0))
 	}
 	return p.cur, nil
 }
@@ -341,7 +342,7 @@ func (p *invalidatingProvider) Retrieve(context.Context) (aws.Credentials, error
 func (p *invalidatingProvider) Invalidate() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.cur = aws.Credentials{}
+	p.cur = credentials.Credentials{}
 	p.invalidated++
 }
 
@@ -482,7 +483,7 @@ func TestRetentionChangeNoticed(t *testing.T) {
 	client := kinesisvideo.New(kinesisvideo.Options{
 		Region:       "eu-west-1",
 		BaseEndpoint: aws.String(h.kvs.URL),
-		Credentials:  credentials.StaticCredentialsProvider{Value: h.kvs.Credentials()},
+		Credentials:  sdkcreds.StaticCredentialsProvider{Value: h.kvs.Credentials()},
 	})
 	ctx := context.Background()
 	out, err := client.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(testStream)})

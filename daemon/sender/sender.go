@@ -13,9 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/fragmenter"
 	"github.com/kvscamd/kvscamd/internal/clock"
@@ -26,8 +24,7 @@ import (
 type Sender struct {
 	cfg     Config
 	log     *slog.Logger
-	creds   aws.CredentialsProvider
-	signer  *v4.Signer
+	creds   credentials.Provider
 	http    *http.Client
 	ctrl    *control
 	frags   *bucket // fragments per second
@@ -95,29 +92,29 @@ type Sender struct {
 	running                                               atomic.Bool
 }
 
+// credentialJitterFrac randomises the expiry window of the cache the
+// sender puts in front of a provider without one, so that streams started
+// together do not refresh together.
+const credentialJitterFrac = 0.2
+
 // New validates cfg and returns a Sender. It does no I/O.
 func New(cfg Config) (*Sender, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
 	creds := cfg.Credentials
-	_, isCache := creds.(*aws.CredentialsCache)
-	_, canInvalidate := creds.(interface{ Invalidate() })
-	if !isCache && !canInvalidate {
+	if _, canInvalidate := creds.(interface{ Invalidate() }); !canInvalidate {
 		// Providers with Invalidate cache on their own (the daemon's
-		// credentials.Provider does). A cache refreshes ahead of expiry, so opening a connection
-		// rarely waits for a refresh, and an open stream never does:
-		// credentials are only needed to sign a new request.
-		creds = aws.NewCredentialsCache(creds, func(o *aws.CredentialsCacheOptions) {
-			o.ExpiryWindow = cfg.CredentialMargin + time.Minute
-			o.ExpiryWindowJitterFrac = 0.2
-		})
+		// credentials.Manager does). A cache refreshes ahead of expiry,
+		// so opening a connection rarely waits for a refresh, and an
+		// open stream never does: credentials are only needed to sign a
+		// new request.
+		creds = credentials.NewCache(creds, cfg.CredentialMargin+time.Minute, credentialJitterFrac)
 	}
 	s := &Sender{
 		cfg:      cfg,
 		log:      cfg.Logger,
 		creds:    creds,
-		signer:   v4.NewSigner(),
 		http:     &http.Client{Transport: newTransport(&cfg)},
 		acked:    map[ring.ID]struct{}{},
 		wantWake: make(chan struct{}, 1),
@@ -132,7 +129,7 @@ func New(cfg Config) (*Sender, error) {
 		s.log.Warn("the ring cannot describe its fragments; uploading in order")
 	}
 	s.loadSetAside()
-	s.ctrl = newControl(&s.cfg, creds, &http.Client{Transport: newTransport(&cfg), Timeout: controlCallTimeout}, s.controlSkew)
+	s.ctrl = newControl(&s.cfg, creds, &http.Client{Transport: newTransport(&cfg), Timeout: controlCallTimeout}, s.signTime)
 	quota := func(q float64) float64 {
 		if cfg.NoQuotaPacing {
 			return 0 // no pacing
@@ -151,13 +148,6 @@ func New(cfg Config) (*Sender, error) {
 // the offset learnt from a refused request time.
 func (s *Sender) signTime() time.Time {
 	return s.cfg.Clock.Now().Add(time.Duration(s.clockOffset.Load()))
-}
-
-// controlSkew is how far control-plane signing moves from the local
-// clock: the device clock's own difference (none for the system clock)
-// plus the learnt offset.
-func (s *Sender) controlSkew() time.Duration {
-	return time.Until(s.signTime())
 }
 
 // byteRate is the pace of the byte bucket for an upload_rate_limit: the

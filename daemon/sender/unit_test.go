@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/credentials"
-
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/internal/clock"
 )
 
@@ -113,7 +112,7 @@ func TestBucket(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
-	good := Config{Stream: "cam", Region: "eu-west-1", Ring: &spyStore{}, Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")}
+	good := Config{Stream: "cam", Region: "eu-west-1", Ring: &spyStore{}, Credentials: credentials.StaticProvider{Value: credentials.Credentials{AccessKeyID: "a", SecretAccessKey: "b"}}}
 	if _, err := New(good); err != nil {
 		t.Fatalf("good config refused: %v", err)
 	}

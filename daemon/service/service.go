@@ -21,8 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-
 	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/mqtt"
@@ -54,7 +52,7 @@ type Options struct {
 	CaptureOnly bool
 	// WrapCredentials, if set, wraps the shared credentials provider
 	// before the streams see it (tests time or count Retrieve calls).
-	WrapCredentials func(aws.CredentialsProvider) aws.CredentialsProvider
+	WrapCredentials func(credentials.Provider) credentials.Provider
 	// Clock reports whether the system clock is synchronised; nil means
 	// the kernel's answer under clock_sync.
 	Clock interface{ Synced() bool }
@@ -76,8 +74,8 @@ type Service struct {
 	streams []*runner // in configuration order
 	runCtx  context.Context
 	wg      sync.WaitGroup
-	creds   aws.CredentialsProvider // nil until built
-	prov    *credentials.Provider
+	creds   credentials.Provider // nil until built
+	prov    *credentials.Manager
 	credErr error
 	lastErr *status.ErrorAt
 	mqtt    *mqtt.Runner // nil while mqtt.enabled = false
@@ -156,7 +154,7 @@ func (svc *Service) Streams() []string {
 // fragment) and closes their rings. Cancellation returns nil.
 func (svc *Service) Run(ctx context.Context) error {
 	defer svc.markReady()
-	var prov *credentials.Provider
+	var prov *credentials.Manager
 	if !svc.opts.CaptureOnly {
 		// Building the provider does no I/O, so the streams' uploaders
 		// normally find it ready; if it fails, runCredentials retries.
@@ -247,7 +245,7 @@ func (svc *Service) startLocked(r *runner) {
 }
 
 // credentials is every stream's CredentialsFunc.
-func (svc *Service) credentials() (aws.CredentialsProvider, error) {
+func (svc *Service) credentials() (credentials.Provider, error) {
 	svc.mu.Lock()
 	defer svc.mu.Unlock()
 	if svc.creds != nil {
@@ -262,7 +260,7 @@ func (svc *Service) credentials() (aws.CredentialsProvider, error) {
 // buildCredentials makes the daemon's one credentials provider, or
 // records why it cannot (e.g. the device certificate is missing) and
 // returns nil.
-func (svc *Service) buildCredentials(ctx context.Context) *credentials.Provider {
+func (svc *Service) buildCredentials(ctx context.Context) *credentials.Manager {
 	svc.mu.Lock()
 	cc := svc.cfg.CredentialsConfig()
 	svc.mu.Unlock()
@@ -273,7 +271,7 @@ func (svc *Service) buildCredentials(ctx context.Context) *credentials.Provider 
 		svc.credErr = err
 		return nil
 	}
-	var creds aws.CredentialsProvider = p
+	var creds credentials.Provider = p
 	if svc.opts.WrapCredentials != nil {
 		creds = svc.opts.WrapCredentials(p)
 	}
@@ -283,7 +281,7 @@ func (svc *Service) buildCredentials(ctx context.Context) *credentials.Provider 
 
 // runCredentials retries building the provider with back-off while it
 // cannot be built, then runs its background refresh until ctx ends.
-func (svc *Service) runCredentials(ctx context.Context, p *credentials.Provider) {
+func (svc *Service) runCredentials(ctx context.Context, p *credentials.Manager) {
 	bo := backoff.New(time.Second, time.Minute)
 	for p == nil {
 		svc.mu.Lock()

@@ -27,9 +27,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/heartbeat"
 	"github.com/kvscamd/kvscamd/daemon/ring"
@@ -63,7 +63,7 @@ const (
 // between its streams, or an error saying why there is none yet (e.g. the
 // device certificate is not provisioned). It is called whenever an
 // uploader is (re)built.
-type CredentialsFunc func() (aws.CredentialsProvider, error)
+type CredentialsFunc func() (credentials.Provider, error)
 
 // Options configure a Stream beyond its configuration file keys.
 type Options struct {

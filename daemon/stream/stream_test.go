@@ -12,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-
+	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/daemon/config"
 	"github.com/kvscamd/kvscamd/daemon/ring"
 	"github.com/kvscamd/kvscamd/daemon/sender"
@@ -144,11 +143,13 @@ type failingCreds struct {
 	calls atomic.Int32
 }
 
-func (f *failingCreds) get() (aws.CredentialsProvider, error) {
+func (f *failingCreds) get() (credentials.Provider, error) {
 	if f.calls.Add(1) <= f.n {
 		return nil, errors.New("device certificate not found")
 	}
-	return aws.AnonymousCredentials{}, nil
+	return credentials.ProviderFunc(func(context.Context) (credentials.Credentials, error) {
+		return credentials.Credentials{}, nil // anonymous: nothing to sign with
+	}), nil
 }
 
 // A looping source stopped by cancellation: every frame the source
