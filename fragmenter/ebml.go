@@ -1,11 +1,8 @@
 package fragmenter
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
-
-	"github.com/at-wat/ebml-go"
 
 	"github.com/kvscamd/kvscamd/h264"
 )
@@ -31,54 +28,40 @@ const (
 	appName    = "kvscamd"
 )
 
-type ebmlHeader struct {
-	EBMLVersion        uint64 `ebml:"EBMLVersion"`
-	EBMLReadVersion    uint64 `ebml:"EBMLReadVersion"`
-	EBMLMaxIDLength    uint64 `ebml:"EBMLMaxIDLength"`
-	EBMLMaxSizeLength  uint64 `ebml:"EBMLMaxSizeLength"`
-	DocType            string `ebml:"EBMLDocType"`
-	DocTypeVersion     uint64 `ebml:"EBMLDocTypeVersion"`
-	DocTypeReadVersion uint64 `ebml:"EBMLDocTypeReadVersion"`
-}
+// Element IDs of the stream header (Matroska specification).
+var (
+	idEBML               = []byte{0x1a, 0x45, 0xdf, 0xa3}
+	idEBMLVersion        = []byte{0x42, 0x86}
+	idEBMLReadVersion    = []byte{0x42, 0xf7}
+	idEBMLMaxIDLength    = []byte{0x42, 0xf2}
+	idEBMLMaxSizeLength  = []byte{0x42, 0xf3}
+	idDocType            = []byte{0x42, 0x82}
+	idDocTypeVersion     = []byte{0x42, 0x87}
+	idDocTypeReadVersion = []byte{0x42, 0x85}
+	idSegment            = []byte{0x18, 0x53, 0x80, 0x67}
+	idInfo               = []byte{0x15, 0x49, 0xa9, 0x66}
+	idTimecodeScale      = []byte{0x2a, 0xd7, 0xb1}
+	idMuxingApp          = []byte{0x4d, 0x80}
+	idWritingApp         = []byte{0x57, 0x41}
+	idTracks             = []byte{0x16, 0x54, 0xae, 0x6b}
+	idTrackEntry         = []byte{0xae}
+	idTrackNumber        = []byte{0xd7}
+	idTrackUID           = []byte{0x73, 0xc5}
+	idTrackType          = []byte{0x83}
+	idName               = []byte{0x53, 0x6e}
+	idCodecID            = []byte{0x86}
+	idCodecPrivate       = []byte{0x63, 0xa2}
+	idVideo              = []byte{0xe0}
+	idPixelWidth         = []byte{0xb0}
+	idPixelHeight        = []byte{0xba}
+)
 
-type segmentInfo struct {
-	TimecodeScale uint64 `ebml:"TimecodeScale"`
-	MuxingApp     string `ebml:"MuxingApp"`
-	WritingApp    string `ebml:"WritingApp"`
-}
+// trackTypeVideo is TrackType for a video track.
+const trackTypeVideo = 1
 
-type videoSettings struct {
-	PixelWidth  uint64 `ebml:"PixelWidth"`
-	PixelHeight uint64 `ebml:"PixelHeight"`
-}
-
-type trackEntry struct {
-	TrackNumber  uint64        `ebml:"TrackNumber"`
-	TrackUID     uint64        `ebml:"TrackUID"`
-	TrackType    uint64        `ebml:"TrackType"`
-	Name         string        `ebml:"Name"`
-	CodecID      string        `ebml:"CodecID"`
-	CodecPrivate []byte        `ebml:"CodecPrivate"`
-	Video        videoSettings `ebml:"Video"`
-}
-
-type tracks struct {
-	TrackEntry []trackEntry `ebml:"TrackEntry"`
-}
-
-// streamHeader is everything before the first Cluster. The Segment has
-// unknown size; marshalling it writes only the children listed here, and
-// Clusters follow as further Segment children.
-type streamHeader struct {
-	Header  ebmlHeader `ebml:"EBML"`
-	Segment struct {
-		Info   segmentInfo `ebml:"Info"`
-		Tracks tracks      `ebml:"Tracks"`
-	} `ebml:"Segment,size=unknown"`
-}
-
-// MarshalHeader returns the stream header for one codec configuration.
-// It is written once per configuration, so it may use reflection.
+// MarshalHeader returns the stream header for one codec configuration:
+// the EBML header, the start of an unknown-size Segment, its Info and its
+// Tracks; Clusters follow as further children of the Segment.
 func MarshalHeader(cfg h264.DecoderConfig) ([]byte, error) {
 	private, err := cfg.Marshal()
 	if err != nil {
@@ -88,22 +71,57 @@ func MarshalHeader(cfg h264.DecoderConfig) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fragmenter: header: %w", err)
 	}
-	var h streamHeader
-	h.Header = ebmlHeader{
-		EBMLVersion: 1, EBMLReadVersion: 1, EBMLMaxIDLength: 4, EBMLMaxSizeLength: 8,
-		DocType: "matroska", DocTypeVersion: 2, DocTypeReadVersion: 2,
+	var ebmlHead, segInfo, video, entry, tracks []byte
+	ebmlHead = appendUint(ebmlHead, idEBMLVersion, 1)
+	ebmlHead = appendUint(ebmlHead, idEBMLReadVersion, 1)
+	ebmlHead = appendUint(ebmlHead, idEBMLMaxIDLength, 4)
+	ebmlHead = appendUint(ebmlHead, idEBMLMaxSizeLength, 8)
+	ebmlHead = appendElement(ebmlHead, idDocType, []byte("matroska"))
+	ebmlHead = appendUint(ebmlHead, idDocTypeVersion, 2)
+	ebmlHead = appendUint(ebmlHead, idDocTypeReadVersion, 2)
+
+	segInfo = appendUint(segInfo, idTimecodeScale, TimecodeScale)
+	segInfo = appendElement(segInfo, idMuxingApp, []byte(appName))
+	segInfo = appendElement(segInfo, idWritingApp, []byte(appName))
+
+	video = appendUint(video, idPixelWidth, uint64(info.Width))
+	video = appendUint(video, idPixelHeight, uint64(info.Height))
+	entry = appendUint(entry, idTrackNumber, VideoTrack)
+	entry = appendUint(entry, idTrackUID, VideoTrack)
+	entry = appendUint(entry, idTrackType, trackTypeVideo)
+	entry = appendElement(entry, idName, []byte("video"))
+	entry = appendElement(entry, idCodecID, []byte(CodecID))
+	entry = appendElement(entry, idCodecPrivate, private)
+	entry = appendElement(entry, idVideo, video)
+	tracks = appendElement(tracks, idTrackEntry, entry)
+
+	b := appendElement(nil, idEBML, ebmlHead)
+	b = append(b, idSegment...)
+	b = append(b, unknownSize...)
+	b = appendElement(b, idInfo, segInfo)
+	return appendElement(b, idTracks, tracks), nil
+}
+
+// appendElement appends an element with its ID, size and payload.
+func appendElement(b, id, payload []byte) []byte {
+	b = append(b, id...)
+	b = appendSize(b, uint64(len(payload)))
+	return append(b, payload...)
+}
+
+// appendUint appends an unsigned integer element in as few bytes as it
+// needs (one for zero).
+func appendUint(b, id []byte, v uint64) []byte {
+	n := 1
+	for n < 8 && v>>(8*n) != 0 {
+		n++
 	}
-	h.Segment.Info = segmentInfo{TimecodeScale: TimecodeScale, MuxingApp: appName, WritingApp: appName}
-	h.Segment.Tracks.TrackEntry = []trackEntry{{
-		TrackNumber: VideoTrack, TrackUID: VideoTrack, TrackType: 1, Name: "video",
-		CodecID: CodecID, CodecPrivate: private,
-		Video: videoSettings{PixelWidth: uint64(info.Width), PixelHeight: uint64(info.Height)},
-	}}
-	var b bytes.Buffer
-	if err := ebml.Marshal(&h, &b); err != nil {
-		return nil, fmt.Errorf("fragmenter: header: marshal: %w", err)
+	b = append(b, id...)
+	b = appendSize(b, uint64(n))
+	for i := n - 1; i >= 0; i-- {
+		b = append(b, byte(v>>(8*i)))
 	}
-	return b.Bytes(), nil
+	return b
 }
 
 // appendSize appends n as an EBML variable-size integer of minimal length.
