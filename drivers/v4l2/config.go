@@ -72,8 +72,13 @@ type Config struct {
 	Profile string
 	// Buffers is the number of mmap buffers; 0 means DefaultBuffers.
 	Buffers int
-	Clock   clock.Clock // nil: system clock, clock_sync "wait"
-	Log     *slog.Logger
+	// WakeInterval is how often capture wakes to take the frames the
+	// driver filled meanwhile: zero means drivers.WakeInterval, negative
+	// once per frame. It is shortened to leave two buffers free (see
+	// batchInterval).
+	WakeInterval time.Duration
+	Clock        clock.Clock // nil: system clock, clock_sync "wait"
+	Log          *slog.Logger
 	// MaxHoldBytes caps the frames held while the clock is unsynchronised
 	// or the receiver is slow; 0 means clock.DefaultMaxHoldBytes.
 	MaxHoldBytes int
@@ -116,6 +121,18 @@ func (c *Config) setDefaults() error {
 		c.StallTimeout = DefaultStallTimeout
 	}
 	return nil
+}
+
+// batchInterval is how long capture sleeps per batch of frames, or zero
+// for a wake per frame. While it sleeps the driver fills queued buffers;
+// two stay free beyond the batch (one being filled, one spare), so a late
+// wake does not make the driver drop a frame.
+func (c *Config) batchInterval() time.Duration {
+	n := min(drivers.BatchFrames(c.WakeInterval, c.FPS), c.Buffers-2)
+	if n <= 1 {
+		return 0
+	}
+	return time.Duration(n) * time.Second / time.Duration(c.FPS)
 }
 
 // gopFrames is the key-frame interval in frames, at least 1.

@@ -75,20 +75,24 @@ type devSession struct {
 	dq, q uapi.Buffer
 }
 
+// next implements session. A zero timeout only dequeues what is ready,
+// without polling: the capture loop drains a batch that way.
 func (d *devSession) next(timeout time.Duration) (buffer, bool, error) {
 	d.pfd[0].Revents = 0
-	n, err := unix.Poll(d.pfd, int(timeout/time.Millisecond))
-	if errors.Is(err, unix.EINTR) || (err == nil && n == 0) {
-		return buffer{}, false, nil
-	}
-	if err != nil {
-		return buffer{}, false, fmt.Errorf("poll: %w", err)
-	}
-	if d.pfd[0].Revents&unix.POLLNVAL != 0 {
-		return buffer{}, false, errors.New("device descriptor invalid")
+	if timeout > 0 {
+		n, err := unix.Poll(d.pfd, int(timeout/time.Millisecond))
+		if errors.Is(err, unix.EINTR) || (err == nil && n == 0) {
+			return buffer{}, false, nil
+		}
+		if err != nil {
+			return buffer{}, false, fmt.Errorf("poll: %w", err)
+		}
+		if d.pfd[0].Revents&unix.POLLNVAL != 0 {
+			return buffer{}, false, errors.New("device descriptor invalid")
+		}
 	}
 	d.dq = uapi.Buffer{Type: uapi.V4L2_BUF_TYPE_VIDEO_CAPTURE, Memory: uapi.V4L2_MEMORY_MMAP}
-	err = ioctl(d.fd, uapi.VIDIOC_DQBUF, unsafe.Pointer(&d.dq))
+	err := ioctl(d.fd, uapi.VIDIOC_DQBUF, unsafe.Pointer(&d.dq))
 	if errors.Is(err, unix.EAGAIN) {
 		if d.pfd[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0 {
 			return buffer{}, false, errors.New("device reports an error (unplugged?)")

@@ -41,7 +41,8 @@ type buffer struct {
 // session is used by one goroutine only.
 type session interface {
 	// next waits up to timeout for a filled buffer; ok is false when none
-	// came in time.
+	// came in time. A zero timeout returns at once: a buffer already
+	// filled, or none.
 	next(timeout time.Duration) (b buffer, ok bool, err error)
 	// release hands a buffer back to the driver.
 	release(b buffer) error
@@ -160,6 +161,13 @@ func (s *Source) stream(ctx context.Context, sess session) error {
 	var lastSeq uint32
 	lastFrame := time.Now()
 	keyUnsupported := false
+	// Batching: after the first buffer of a wake, the loop takes what else
+	// is ready without waiting, then sleeps until the batch interval has
+	// passed since that buffer, while the driver fills the free buffers;
+	// it waits for the device only if nothing is ready after that.
+	batch := s.cfg.batchInterval()
+	wait := pollInterval
+	var woke time.Time
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -171,9 +179,22 @@ func (s *Source) stream(ctx context.Context, sess session) error {
 				s.log.Info("device cannot force a key frame; requests are ignored until it is reopened", "err", err)
 			}
 		}
-		buf, ok, err := sess.next(pollInterval)
+		buf, ok, err := sess.next(wait)
 		if err != nil {
 			return fmt.Errorf("v4l2 %s: %w", path, err)
+		}
+		if !ok && wait == 0 {
+			// Real time, whatever clock stamps the frames: this paces
+			// the device's reads, like the poll timeout.
+			t := time.NewTimer(batch - time.Since(woke))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case <-t.C:
+			}
+			wait = pollInterval
+			continue
 		}
 		if !ok {
 			if time.Since(lastFrame) > s.cfg.StallTimeout {
@@ -182,6 +203,9 @@ func (s *Source) stream(ctx context.Context, sess session) error {
 			continue
 		}
 		lastFrame = time.Now()
+		if batch > 0 && wait > 0 {
+			woke, wait = lastFrame, 0
+		}
 		s.handle(&asm, buf, first, &lastSeq)
 		first = false
 		if err := sess.release(buf); err != nil {

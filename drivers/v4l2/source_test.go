@@ -28,6 +28,8 @@ type fakeCamera struct {
 	openErr error
 	keyReqs int
 	closed  int
+	// waits are the timeouts next was called with, in order.
+	waits []time.Duration
 }
 
 type fakeSession struct {
@@ -50,7 +52,10 @@ func (c *fakeCamera) open(*Source) (session, error) {
 	return s, nil
 }
 
-func (f *fakeSession) next(time.Duration) (buffer, bool, error) {
+func (f *fakeSession) next(timeout time.Duration) (buffer, bool, error) {
+	f.cam.mu.Lock()
+	f.cam.waits = append(f.cam.waits, timeout)
+	f.cam.mu.Unlock()
 	if len(f.left) == 0 {
 		return buffer{}, false, nil // silence: the stall timeout ends it
 	}
@@ -230,5 +235,72 @@ func TestKeyFrameRequestReachesDevice(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBatchedDequeue: after the first buffer of a wake the loop takes the
+// ones already filled without polling, then sleeps out the batch interval
+// before it polls again; with a wake per frame every dequeue polls.
+func TestBatchedDequeue(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		wake    time.Duration
+		buffers int
+		batch   time.Duration // the sleep after a drained batch
+	}{
+		{"default", 0, 5, 100 * time.Millisecond}, // 3 frames, two of 5 buffers free
+		{"few buffers", 0, 3, 0},                  // one frame a batch: no batching
+		{"per-frame", -1, 8, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cam := &fakeCamera{scripts: [][]step{{pic(0, true), pic(1, false), pic(2, false), pic(3, false)}}}
+			s, err := newSource(Config{Device: "/dev/fake", Width: 320, Height: 240, FPS: 30, Buffers: tc.buffers, WakeInterval: tc.wake,
+				Clock: clock.System{Mode: clock.SyncTrust}, StallTimeout: time.Hour}, cam.open)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.cfg.batchInterval(); got != tc.batch {
+				t.Fatalf("batch interval %v, want %v", got, tc.batch)
+			}
+			out := make(chan media.Frame, 64)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			began := time.Now()
+			go func() { done <- s.Run(ctx, out) }()
+			for range 4 {
+				<-out
+			}
+			// Wait for the first poll after the frames: the batch's sleep
+			// (if any) is over.
+			for {
+				cam.mu.Lock()
+				n := len(cam.waits)
+				cam.mu.Unlock()
+				if n >= 6 {
+					break
+				}
+				time.Sleep(time.Millisecond) // polling interval, not synchronisation
+			}
+			elapsed := time.Since(began)
+			cancel()
+			<-done
+			cam.mu.Lock()
+			waits := cam.waits[:6]
+			cam.mu.Unlock()
+			want := []time.Duration{pollInterval, pollInterval, pollInterval, pollInterval, pollInterval, pollInterval}
+			if tc.batch > 0 {
+				// poll for the first; take three more and find none; poll
+				want = []time.Duration{pollInterval, 0, 0, 0, 0, pollInterval}
+				if elapsed < tc.batch {
+					t.Errorf("polled again after %v, before the batch interval %v", elapsed, tc.batch)
+				}
+			}
+			for i := range want {
+				if waits[i] != want[i] {
+					t.Fatalf("next timeouts %v, want %v", waits, want)
+				}
+			}
+		})
 	}
 }
