@@ -17,6 +17,7 @@ import (
 	"github.com/kvscamd/kvscamd/credentials/certs"
 	"github.com/kvscamd/kvscamd/internal/backoff"
 	"github.com/kvscamd/kvscamd/internal/clock"
+	"github.com/kvscamd/kvscamd/internal/untrusted"
 )
 
 // IoTSourceName is Credentials.Source for credentials from AWS IoT.
@@ -184,7 +185,7 @@ func (p *IoTProvider) parse(contentType string, body []byte) (Credentials, error
 	exp, err := time.Parse(time.RFC3339, c.Expiration)
 	if err != nil {
 		return Credentials{}, p.newError(http.StatusOK, "",
-			fmt.Sprintf("the expiration %q is not an RFC 3339 time", truncate(c.Expiration, 40)), "", false, nil)
+			fmt.Sprintf("the expiration %q is not an RFC 3339 time", untrusted.Text(c.Expiration, 40)), "", false, nil)
 	}
 	if now := p.o.clock.Now(); !exp.After(now) {
 		return Credentials{}, p.newError(http.StatusOK, "",
@@ -244,31 +245,13 @@ func serverMessage(contentType string, body []byte) string {
 		Message string `json:"message"`
 	}
 	if json.Unmarshal(body, &m) == nil && m.Message != "" {
-		return sanitize(m.Message)
+		return untrusted.Text(m.Message, maxMessageLen)
 	}
 	mt, _, _ := mime.ParseMediaType(contentType)
 	if strings.HasPrefix(mt, "text/") {
-		return sanitize(string(body))
+		return untrusted.Text(string(body), maxMessageLen)
 	}
 	return ""
-}
-
-// sanitize keeps a server-provided string printable and short.
-func sanitize(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	return truncate(strings.TrimSpace(s), maxMessageLen)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }
 
 func (p *IoTProvider) newError(status int, msg, problem, fix string, retryable bool, cause error) *Error {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/kvscamd/kvscamd/credentials"
 	"github.com/kvscamd/kvscamd/internal/sigv4"
+	"github.com/kvscamd/kvscamd/internal/untrusted"
 )
 
 // Service is the SigV4 service name of Kinesis Video Streams.
@@ -362,21 +363,6 @@ func decodeError(op string, resp *http.Response, body []byte) *APIError {
 	if msg == "" && b.Type == "" && b.Code == "" {
 		msg = string(bytes.TrimSpace(body)) // a proxy's text or HTML answer
 	}
-	e.Message = sanitize(msg)
+	e.Message = untrusted.Text(msg, maxMessageLen)
 	return e
-}
-
-// sanitize keeps a server-provided string printable and short.
-func sanitize(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.TrimSpace(s)
-	if len(s) > maxMessageLen {
-		s = s[:maxMessageLen] + "…"
-	}
-	return s
 }
