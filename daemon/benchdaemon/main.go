@@ -123,7 +123,7 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.noatime, "noatime", false, "mount the loop devices with noatime (default: relatime, which writes an access time after a file changed and is read)")
 	fs.DurationVar(&o.warmup, "warmup", 15*time.Second, "bench: time after READY left out of rates and steady values")
 	fs.DurationVar(&o.captureOff, "capture-off", 0, "bench: after the run, turn capture off, wait for the uploads, then count bytes written for this long (0: skip)")
-	fs.BoolVar(&o.cpuprofile, "cpuprofile", false, "bench: write each daemon's CPU and allocation profiles to -out")
+	fs.BoolVar(&o.cpuprofile, "cpuprofile", false, "bench: write each daemon's CPU and allocation profiles to -out (a binary built with make build TAGS=profiling)")
 	fs.Var(&o.variants, "variant", "NAME[:KEY=VALUE,...]: run a daemon with this extra environment (@bin=PATH: another binary); repeat to compare side by side (default: one daemon \"default\")")
 	fs.Float64Var(&o.videoHours, "video-hours", 24, "soak: stop after this much video per stream has been captured")
 	fs.DurationVar(&o.faultEvery, "fault-every", 20*time.Second, "soak: interval between injected faults")

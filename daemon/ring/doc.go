@@ -81,12 +81,14 @@
 //
 // # Concurrency
 //
-// One goroutine appends; any number of readers call Next and Range; Ack and
-// Stats may be called from anywhere, all at the same time. Readers only see
-// records whose fdatasync has completed. Next blocks until a record at or
-// after the requested id exists, its context ends, or the ring is closed.
-// Slow readers do not hold up the writer: eviction may remove records they
-// have not reached yet, and they skip over them.
+// One goroutine appends; any number of readers call Next, NextStream and
+// Range; Ack and Stats may be called from anywhere, all at the same time.
+// Readers only see records whose fdatasync has completed. Next blocks until
+// a record at or after the requested id exists, its context ends, or the
+// ring is closed. Slow readers do not hold up the writer: eviction may
+// remove records they have not reached yet, and they skip over them; a
+// record evicted while its Body is being read ends that read with
+// ErrEvicted.
 //
 // Another process (kvscamd export) may open the same directory with
 // Options.ReadOnly while the daemon writes it; it takes no lock and repairs
